@@ -1,0 +1,106 @@
+//! Opening an RTSP stream with OpenCV's FFmpeg backend, with hard open and read timeouts.
+
+use std::time::Duration;
+
+use opencv::core::{Mat, MatTraitConst, Size, Vector};
+use opencv::prelude::*;
+use opencv::videoio::{self, VideoCapture};
+
+use crate::config::CameraSettings;
+use crate::stream::StreamInfo;
+
+/// Set before any capture is opened: TCP transport (UDP loses packets on Wi-Fi) and a short stream probe.
+pub const FFMPEG_CAPTURE_OPTIONS: &str =
+    "rtsp_transport;tcp|analyzeduration;1000000|probesize;500000";
+
+/// Frame rate assumed when a stream reports none or a nonsense one.
+const FALLBACK_FPS: f64 = 15.0;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(
+        "could not open the stream within {timeout:?} (camera off or unreachable, wrong path, or wrong user/password)"
+    )]
+    OpenFailed { timeout: Duration },
+    #[error("the stream delivered no frame within {timeout:?} (camera frozen or gone)")]
+    NoFrame { timeout: Duration },
+    #[error("OpenCV: {0}")]
+    OpenCv(#[from] opencv::Error),
+}
+
+/// An open camera stream.
+pub struct CameraStream {
+    capture: VideoCapture,
+    info: StreamInfo,
+    read_timeout: Duration,
+}
+
+impl CameraStream {
+    /// Opens the stream; fails within the open timeout when the camera is not there.
+    pub fn open(settings: &CameraSettings) -> Result<Self, CaptureError> {
+        let params = Vector::<i32>::from_slice(&[
+            videoio::CAP_PROP_OPEN_TIMEOUT_MSEC,
+            millis(settings.open_timeout),
+            videoio::CAP_PROP_READ_TIMEOUT_MSEC,
+            millis(settings.read_timeout),
+        ]);
+        let capture = VideoCapture::from_file_with_params(
+            settings.url.expose(),
+            videoio::CAP_FFMPEG,
+            &params,
+        )?;
+        if !capture.is_opened()? {
+            return Err(CaptureError::OpenFailed {
+                timeout: settings.open_timeout,
+            });
+        }
+        let info = stream_info(&capture)?;
+        Ok(Self {
+            capture,
+            info,
+            read_timeout: settings.read_timeout,
+        })
+    }
+
+    pub fn info(&self) -> StreamInfo {
+        self.info
+    }
+
+    /// The next frame; an error when the stream ended or stalled past the read timeout.
+    pub fn read(&mut self) -> Result<Mat, CaptureError> {
+        let mut image = Mat::default();
+        if self.capture.read(&mut image)? && !image.empty() {
+            Ok(image)
+        } else {
+            Err(CaptureError::NoFrame {
+                timeout: self.read_timeout,
+            })
+        }
+    }
+}
+
+/// Size and frame rate as the backend reports them, the rate checked for sanity.
+pub fn stream_info(capture: &VideoCapture) -> opencv::Result<StreamInfo> {
+    // The properties are doubles holding whole pixel counts.
+    let width = capture.get(videoio::CAP_PROP_FRAME_WIDTH)? as i32;
+    let height = capture.get(videoio::CAP_PROP_FRAME_HEIGHT)? as i32;
+    let reported = capture.get(videoio::CAP_PROP_FPS)?;
+    let fps = if (1.0..=120.0).contains(&reported) {
+        reported
+    } else {
+        tracing::warn!(
+            reported,
+            assumed = FALLBACK_FPS,
+            "stream reports no usable frame rate"
+        );
+        FALLBACK_FPS
+    };
+    Ok(StreamInfo {
+        size: Size::new(width, height),
+        fps,
+    })
+}
+
+fn millis(duration: Duration) -> i32 {
+    i32::try_from(duration.as_millis()).unwrap_or(i32::MAX)
+}

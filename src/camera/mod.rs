@@ -1,0 +1,124 @@
+//! The camera stage: keeps an RTSP stream open forever and emits its frames.
+//!
+//! Owns the connection. Emits `StreamEvent<Frame>`: `Started` after each (re)connect, one `Item` per frame,
+//! `Ended` when the stream is lost. When the camera is unreachable or the stream ends it logs a warning (the
+//! URL's password redacted), waits `RECONNECT_INTERVAL` and tries again, until shutdown. It never blocks on
+//! its consumer: when the frame queue is full the new frame is dropped and counted (a full queue means the
+//! detector is behind, and the queued frames are older); stream boundaries are always delivered.
+
+mod capture;
+
+use std::time::Instant;
+
+use crossbeam_channel::{Sender, TrySendError};
+use tracing::{debug, info, warn};
+
+pub use capture::{CameraStream, CaptureError, FFMPEG_CAPTURE_OPTIONS, stream_info};
+
+use crate::config::CameraSettings;
+use crate::shutdown::Shutdown;
+use crate::stream::{Frame, StreamEvent, Timestamp};
+
+/// The source of timestamps for live frames: monotonic since the camera stage started, and wall time.
+pub struct LiveClock {
+    started: Instant,
+}
+
+impl Default for LiveClock {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+        }
+    }
+}
+
+impl LiveClock {
+    pub fn now(&self) -> Timestamp {
+        Timestamp {
+            pts: self.started.elapsed(),
+            wall: std::time::SystemTime::now(),
+        }
+    }
+}
+
+/// Runs until shutdown: connect, read, reconnect.
+pub fn run(settings: &CameraSettings, output: &Sender<StreamEvent<Frame>>, shutdown: &Shutdown) {
+    let clock = LiveClock::default();
+    let mut seq = 0_u64;
+    while !shutdown.is_requested() {
+        let opened_at = Instant::now();
+        match CameraStream::open(settings) {
+            Ok(mut stream) => {
+                let info = stream.info();
+                info!(
+                    camera = %settings.url,
+                    width = info.size.width,
+                    height = info.size.height,
+                    fps = info.fps,
+                    open_ms = opened_at.elapsed().as_millis() as u64,
+                    "camera connected"
+                );
+                if output.send(StreamEvent::Started(info)).is_err() {
+                    return;
+                }
+                let reason = pump_frames(&mut stream, &clock, &mut seq, output, shutdown);
+                if shutdown.is_requested() {
+                    let _ = output.send(StreamEvent::Ended {
+                        reason: "shutdown".into(),
+                    });
+                    return;
+                }
+                warn!(
+                    camera = %settings.url,
+                    reason = %reason,
+                    retry_in = %humantime::format_duration(settings.reconnect_interval),
+                    "camera stream lost"
+                );
+                if output.send(StreamEvent::Ended { reason }).is_err() {
+                    return;
+                }
+            }
+            Err(error) => warn!(
+                camera = %settings.url,
+                error = %error,
+                retry_in = %humantime::format_duration(settings.reconnect_interval),
+                "camera unreachable"
+            ),
+        }
+        if shutdown.sleep(settings.reconnect_interval) {
+            return;
+        }
+    }
+}
+
+/// Reads frames until the stream fails or shutdown; returns why it stopped.
+fn pump_frames(
+    stream: &mut CameraStream,
+    clock: &LiveClock,
+    seq: &mut u64,
+    output: &Sender<StreamEvent<Frame>>,
+    shutdown: &Shutdown,
+) -> String {
+    let mut dropped = 0_u64;
+    while !shutdown.is_requested() {
+        let image = match stream.read() {
+            Ok(image) => image,
+            Err(error) => return error.to_string(),
+        };
+        *seq += 1;
+        let frame = Frame {
+            image,
+            seq: *seq,
+            at: clock.now(),
+        };
+        match output.try_send(StreamEvent::Item(frame)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                dropped += 1;
+                debug!(dropped, "detector behind; frame dropped");
+            }
+            Err(TrySendError::Disconnected(_)) => return "pipeline stopped".into(),
+        }
+    }
+    "shutdown".into()
+}

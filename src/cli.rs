@@ -1,0 +1,153 @@
+//! Command-line interface: subcommands and their exit statuses.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use dachavideo::config::{self, ConfigError, LogFormat, ServiceConfig, Settings, StorageSettings};
+use dachavideo::shutdown::Shutdown;
+use dachavideo::upload::ConfiguredSink;
+use dachavideo::{check, detect, pipeline, telemetry};
+use tracing::{error, info};
+
+const EXIT_FAILURE: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+
+/// Motion-triggered recorder for an RTSP camera: records clips with the moving regions boxed and
+/// uploads them to Azure Blob Storage (or a local directory).
+///
+/// Configured by environment variables (and ./.env when present); see the README for the list.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (the default): watch the camera, record on motion, upload; stop on SIGTERM/SIGINT.
+    Run,
+    /// Validate the configuration, try the camera and the storage once, print a report.
+    Check,
+    /// Run the detector and recorder over a video file; print one JSON line per clip.
+    Detect {
+        /// The video file to scan.
+        video: PathBuf,
+        /// Where to write the clips.
+        #[arg(long, default_value = "clips")]
+        out: PathBuf,
+    },
+}
+
+pub fn main(cli: Cli) -> ExitCode {
+    let raw = match config::load_raw_env() {
+        Ok(raw) => raw,
+        Err(e) => return config_error(&e),
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => match ServiceConfig::from_raw(&raw) {
+            Ok(config) => run_service(config),
+            Err(e) => config_error(&e),
+        },
+        Command::Check => match ServiceConfig::from_raw(&raw) {
+            Ok(config) => run_check(config),
+            Err(e) => config_error(&e),
+        },
+        Command::Detect { video, out } => match Settings::from_raw(&raw) {
+            Ok(settings) => run_detect(settings, &video, &out),
+            Err(e) => config_error(&e),
+        },
+    }
+}
+
+fn config_error(error: &ConfigError) -> ExitCode {
+    eprintln!("dachavideo: configuration error: {error}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
+fn run_service(config: ServiceConfig) -> ExitCode {
+    telemetry::init(config.log_format);
+    if let StorageSettings::LocalDir(dir) = &config.storage {
+        info!(dir = %dir.display(), "AZ_STORAGE_CONNSTRING and AZ_CONTAINER_NAME are not set: clips go to a local directory");
+    }
+    let result = (|| -> anyhow::Result<()> {
+        let sink = ConfiguredSink::from_settings(&config.storage)?;
+        let shutdown = Shutdown::new();
+        shutdown.listen_for_signals()?;
+        runtime()?.block_on(pipeline::run(config, sink, shutdown))
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = format!("{e:#}"), "dachavideo stopped");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn run_check(config: ServiceConfig) -> ExitCode {
+    println!(
+        "config   ok    camera {:?}, clips of {}, spool {}",
+        config.recorder.camera_name,
+        humantime::format_duration(config.recorder.record_duration),
+        config.spool_dir.display()
+    );
+    let mut lines = vec![check::check_camera(&config)];
+    let storage = match (ConfiguredSink::from_settings(&config.storage), runtime()) {
+        (Ok(sink), Ok(runtime)) => runtime.block_on(check::check_storage(&sink)),
+        (Err(e), _) => check::CheckLine {
+            what: "storage",
+            outcome: Err(e.to_string()),
+        },
+        (_, Err(e)) => check::CheckLine {
+            what: "storage",
+            outcome: Err(e.to_string()),
+        },
+    };
+    lines.push(storage);
+    let mut failed = false;
+    for line in &lines {
+        match &line.outcome {
+            Ok(detail) => println!("{:<8} ok    {detail}", line.what),
+            Err(reason) => {
+                failed = true;
+                println!("{:<8} FAIL  {reason}", line.what);
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn run_detect(settings: Settings, video: &std::path::Path, out: &std::path::Path) -> ExitCode {
+    // Logs to stderr here: stdout carries the JSON lines.
+    telemetry::init_stderr(LogFormat::Text);
+    let printed = detect::detect_file(
+        video,
+        out,
+        settings.motion,
+        settings.record_duration,
+        |clip| match serde_json::to_string(&clip) {
+            Ok(line) => println!("{line}"),
+            Err(e) => error!(error = %e, "cannot print a clip"),
+        },
+    );
+    match printed {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dachavideo: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}

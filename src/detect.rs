@@ -1,0 +1,100 @@
+//! `dachavideo detect`: the service's detector and recorder run over a video file instead of a camera.
+//!
+//! Frames are stamped from their position in the file (frame number / frame rate), so clip start and end
+//! are file times. Clips are written below the output directory as the spool lays them out.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use opencv::prelude::*;
+use opencv::videoio::{self, VideoCapture};
+use serde::Serialize;
+
+use crate::camera::stream_info;
+use crate::config::{MotionSettings, RecorderSettings};
+use crate::motion::MotionStage;
+use crate::recorder::{ClipReady, Recorder};
+use crate::spool::Spool;
+use crate::stream::{Frame, StreamEvent, Timestamp};
+
+/// One clip found in the file, as printed (one JSON line each).
+#[derive(Debug, Serialize)]
+pub struct DetectedClip {
+    pub clip: String,
+    /// Seconds into the file of the clip's first frame, and of the end of its last frame.
+    pub start: f64,
+    pub end: f64,
+    pub frames: u64,
+    pub boxes: u64,
+}
+
+/// Runs detection and recording over `video`, writing clips below `out`; calls `on_clip` for each.
+pub fn detect_file(
+    video: &Path,
+    out: &Path,
+    motion: MotionSettings,
+    record_duration: Duration,
+    mut on_clip: impl FnMut(DetectedClip),
+) -> anyhow::Result<()> {
+    let mut capture = VideoCapture::from_file(video, videoio::CAP_ANY)
+        .with_context(|| format!("opening {}", video.display()))?;
+    if !capture.is_opened()? {
+        bail!("{}: cannot open as a video", video.display());
+    }
+    let info = stream_info(&capture)?;
+    let spool = Spool::open(out).with_context(|| format!("creating {}", out.display()))?;
+    let camera_name = video
+        .file_stem()
+        .map(|s| {
+            s.to_string_lossy()
+                .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")
+        })
+        .unwrap_or_else(|| "video".into());
+    let mut recorder = Recorder::new(
+        RecorderSettings {
+            camera_name,
+            record_duration,
+        },
+        spool.clone(),
+    );
+    let mut motion = MotionStage::new(motion);
+    let frame_interval = Duration::from_secs_f64(1.0 / info.fps);
+    let wall_base = SystemTime::now();
+
+    let mut report = |ready: Option<ClipReady>| {
+        if let Some(ready) = ready {
+            on_clip(DetectedClip {
+                clip: ready.clip.path.display().to_string(),
+                start: ready.first_pts.as_secs_f64(),
+                end: (ready.last_pts + frame_interval).as_secs_f64(),
+                frames: ready.frames,
+                boxes: ready.boxes,
+            });
+        }
+    };
+    report(recorder.handle(motion.handle(StreamEvent::Started(info))?)?);
+    let mut seq = 0_u64;
+    loop {
+        let mut image = Mat::default();
+        if !capture.read(&mut image)? || image.empty() {
+            break;
+        }
+        let pts = frame_interval.mul_f64(seq as f64);
+        let frame = Frame {
+            image,
+            seq,
+            at: Timestamp {
+                pts,
+                wall: wall_base + pts,
+            },
+        };
+        seq += 1;
+        report(recorder.handle(motion.handle(StreamEvent::Item(frame))?)?);
+    }
+    let end = StreamEvent::Ended {
+        reason: "end of file".into(),
+    };
+    report(recorder.handle(motion.handle(end)?)?);
+    Ok(())
+}

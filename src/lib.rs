@@ -1,0 +1,19 @@
+//! dachavideo: a motion-triggered recorder for an RTSP camera that ships annotated clips to Azure Blob
+//! Storage. The pipeline, top to bottom:
+//!
+//! camera (RTSP, OpenCV) → motion (detector) → recorder (clips) → spool (disk) → upload (Azure or a dir)
+//!
+//! See docs/ARCHITECTURE.md.
+
+pub mod camera;
+pub mod check;
+pub mod config;
+pub mod detect;
+pub mod motion;
+pub mod pipeline;
+pub mod recorder;
+pub mod shutdown;
+pub mod spool;
+pub mod stream;
+pub mod telemetry;
+pub mod upload;

@@ -1,0 +1,208 @@
+//! The background-subtraction detector itself, on a reduced grayscale frame.
+
+use opencv::core::{self, Mat, Point, Ptr, Rect, Size, Vector};
+use opencv::imgproc;
+use opencv::video::{self, BackgroundSubtractorMOG2};
+
+use crate::config::MotionSettings;
+use crate::stream::StreamInfo;
+
+/// Height of the frame the detector works on (Frigate uses 100-180 px); larger frames are reduced to it.
+const DETECTION_HEIGHT: i32 = 180;
+/// Frames after a (re)connect that only train the background, at least this many, or a second's worth.
+const MIN_WARMUP_FRAMES: u32 = 10;
+
+pub struct MotionDetector {
+    subtractor: Ptr<BackgroundSubtractorMOG2>,
+    /// Full-resolution pixels per detection pixel, along each axis.
+    scale: f64,
+    detection_size: Size,
+    min_area_scaled: f64,
+    warmup_left: u32,
+    small: Mat,
+    gray: Mat,
+    mask: Mat,
+    cleaned: Mat,
+}
+
+impl MotionDetector {
+    pub fn new(settings: &MotionSettings, info: StreamInfo) -> opencv::Result<Self> {
+        let full = info.size;
+        let scale = if full.height > DETECTION_HEIGHT {
+            f64::from(full.height) / f64::from(DETECTION_HEIGHT)
+        } else {
+            1.0
+        };
+        let detection_size = Size::new(
+            ((f64::from(full.width) / scale).round() as i32).max(1),
+            ((f64::from(full.height) / scale).round() as i32).max(1),
+        );
+        Ok(Self {
+            subtractor: video::create_background_subtractor_mog2(500, 16.0, false)?,
+            scale,
+            detection_size,
+            min_area_scaled: settings.min_area / (scale * scale),
+            warmup_left: MIN_WARMUP_FRAMES.max(info.fps.round() as u32),
+            small: Mat::default(),
+            gray: Mat::default(),
+            mask: Mat::default(),
+            cleaned: Mat::default(),
+        })
+    }
+
+    /// True while the background is still being learned.
+    pub fn warming_up(&self) -> bool {
+        self.warmup_left > 0
+    }
+
+    /// Moving regions of at least the minimum area, in full-resolution pixels.
+    pub fn detect(&mut self, frame: &Mat) -> opencv::Result<Vec<Rect>> {
+        self.warmup_left = self.warmup_left.saturating_sub(1);
+        if self.scale > 1.0 {
+            imgproc::resize(
+                frame,
+                &mut self.small,
+                self.detection_size,
+                0.0,
+                0.0,
+                imgproc::INTER_AREA,
+            )?;
+            imgproc::cvt_color_def(&self.small, &mut self.gray, imgproc::COLOR_BGR2GRAY)?;
+        } else {
+            imgproc::cvt_color_def(frame, &mut self.gray, imgproc::COLOR_BGR2GRAY)?;
+        }
+        video::BackgroundSubtractorMOG2Trait::apply(
+            &mut self.subtractor,
+            &self.gray,
+            &mut self.mask,
+            -1.0,
+        )?;
+        let no_kernel = Mat::default();
+        let anchor = Point::new(-1, -1);
+        let border = imgproc::morphology_default_border_value()?;
+        imgproc::erode(
+            &self.mask,
+            &mut self.cleaned,
+            &no_kernel,
+            anchor,
+            2,
+            core::BORDER_CONSTANT,
+            border,
+        )?;
+        imgproc::dilate(
+            &self.cleaned,
+            &mut self.mask,
+            &no_kernel,
+            anchor,
+            2,
+            core::BORDER_CONSTANT,
+            border,
+        )?;
+        let mut contours = Vector::<Vector<Point>>::new();
+        imgproc::find_contours_def(
+            &self.mask,
+            &mut contours,
+            imgproc::RETR_EXTERNAL,
+            imgproc::CHAIN_APPROX_SIMPLE,
+        )?;
+        let mut boxes = Vec::new();
+        for contour in &contours {
+            if imgproc::contour_area_def(&contour)? < self.min_area_scaled {
+                continue;
+            }
+            boxes.push(self.to_full_resolution(imgproc::bounding_rect(&contour)?));
+        }
+        Ok(boxes)
+    }
+
+    fn to_full_resolution(&self, rect: Rect) -> Rect {
+        let s = self.scale;
+        Rect::new(
+            (f64::from(rect.x) * s).round() as i32,
+            (f64::from(rect.y) * s).round() as i32,
+            (f64::from(rect.width) * s).round() as i32,
+            (f64::from(rect.height) * s).round() as i32,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opencv::core::{CV_8UC3, Scalar};
+
+    fn scene(box_x: Option<i32>) -> Mat {
+        let mut image = Mat::new_rows_cols_with_default(
+            720,
+            1280,
+            CV_8UC3,
+            Scalar::new(90.0, 100.0, 110.0, 0.0),
+        )
+        .unwrap();
+        // A static texture, so the background is not uniform.
+        for i in 0..16 {
+            imgproc::line(
+                &mut image,
+                Point::new(i * 80, 0),
+                Point::new(i * 80 + 200, 720),
+                Scalar::new(30.0, 30.0, 30.0, 0.0),
+                3,
+                imgproc::LINE_8,
+                0,
+            )
+            .unwrap();
+        }
+        if let Some(x) = box_x {
+            imgproc::rectangle(
+                &mut image,
+                Rect::new(x, 300, 150, 150),
+                Scalar::new(250.0, 250.0, 250.0, 0.0),
+                -1,
+                imgproc::LINE_8,
+                0,
+            )
+            .unwrap();
+        }
+        image
+    }
+
+    fn detector(min_area: f64) -> MotionDetector {
+        let info = StreamInfo {
+            size: Size::new(1280, 720),
+            fps: 15.0,
+        };
+        MotionDetector::new(&MotionSettings { min_area }, info).unwrap()
+    }
+
+    #[test]
+    fn a_moving_box_is_found_where_it_is_and_a_still_scene_is_quiet() {
+        let mut detector = detector(5000.0);
+        while detector.warming_up() {
+            detector.detect(&scene(None)).unwrap();
+        }
+        for _ in 0..10 {
+            assert!(detector.detect(&scene(None)).unwrap().is_empty());
+        }
+        let boxes = detector.detect(&scene(Some(600))).unwrap();
+        assert_eq!(boxes.len(), 1, "{boxes:?}");
+        let found = boxes[0];
+        // The box is at x 600..750, y 300..450; allow the reduction's rounding.
+        assert!(
+            (found.x - 600).abs() <= 12 && (found.y - 300).abs() <= 12,
+            "{found:?}"
+        );
+        assert!(
+            (found.width - 150).abs() <= 24 && (found.height - 150).abs() <= 24,
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn regions_under_the_minimum_area_are_ignored() {
+        let mut detector = detector(150.0 * 150.0 * 1.5);
+        for _ in 0..30 {
+            detector.detect(&scene(None)).unwrap();
+        }
+        assert!(detector.detect(&scene(Some(600))).unwrap().is_empty());
+    }
+}

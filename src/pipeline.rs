@@ -1,0 +1,115 @@
+//! Wires the stages: camera → motion → recorder on their own threads (OpenCV blocks), the uploader as a
+//! tokio task, bounded channels between them. Owns the threads and tasks and the order of shutdown:
+//! stop capture, close the open clip, give pending uploads `SHUTDOWN_GRACE`, return.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use anyhow::Context;
+use tracing::{info, warn};
+
+use crate::config::ServiceConfig;
+use crate::recorder::Recorder;
+use crate::shutdown::Shutdown;
+use crate::spool::Spool;
+use crate::upload::ClipSink;
+use crate::{camera, motion, recorder, upload};
+
+/// Frames that may wait between two stages: about half a second at 15 fps. When the detector falls
+/// further behind, the camera drops new frames rather than block (see `camera`).
+const STAGE_QUEUE_FRAMES: usize = 8;
+
+/// Runs the service until `shutdown` is requested and the shutdown sequence is over.
+pub async fn run<S: ClipSink + 'static>(
+    config: ServiceConfig,
+    sink: S,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let spool = Spool::open(&config.spool_dir).with_context(|| {
+        format!(
+            "SPOOL_DIR {}: cannot create or open",
+            config.spool_dir.display()
+        )
+    })?;
+    let salvaged = spool
+        .salvage_interrupted()
+        .context("salvaging interrupted recordings")?;
+    let waiting = spool.pending().context("reading the spool")?;
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        camera = %config.camera.url,
+        name = %config.recorder.camera_name,
+        storage = %sink.describe(),
+        spool = %config.spool_dir.display(),
+        record = %humantime::format_duration(config.recorder.record_duration),
+        waiting = waiting.len(),
+        salvaged = salvaged.len(),
+        "dachavideo started"
+    );
+
+    let (frames_tx, frames_rx) = crossbeam_channel::bounded(STAGE_QUEUE_FRAMES);
+    let (verdicts_tx, verdicts_rx) = crossbeam_channel::bounded(STAGE_QUEUE_FRAMES);
+    let camera_thread = spawn_stage("camera", {
+        let (settings, shutdown) = (config.camera.clone(), shutdown.clone());
+        move || camera::run(&settings, &frames_tx, &shutdown)
+    })?;
+    let motion_thread = spawn_stage("motion", {
+        let (settings, shutdown) = (config.motion.clone(), shutdown.clone());
+        move || motion::run(settings, &frames_rx, &verdicts_tx, &shutdown)
+    })?;
+    let recorder_thread = spawn_stage("recorder", {
+        let (recorder, shutdown) = (
+            Recorder::new(config.recorder.clone(), spool.clone()),
+            shutdown.clone(),
+        );
+        move || recorder::run(recorder, &verdicts_rx, &shutdown)
+    })?;
+
+    let capture_done = Arc::new(AtomicBool::new(false));
+    let sink = Arc::new(sink);
+    let uploader = tokio::spawn({
+        let (sink, spool, capture_done) =
+            (Arc::clone(&sink), spool.clone(), Arc::clone(&capture_done));
+        async move {
+            upload::run(sink.as_ref(), &spool, || {
+                capture_done.load(Ordering::SeqCst)
+            })
+            .await
+        }
+    });
+
+    shutdown.requested().await;
+    let deadline = tokio::time::Instant::now() + config.shutdown_grace;
+    let started = Instant::now();
+    // The recorder closes its clip as soon as it sees the request; the camera may sit in a read until its
+    // timeout, so it is not waited for.
+    let recorder_joined = tokio::time::timeout_at(deadline, join_stage(recorder_thread)).await;
+    if recorder_joined.is_err() {
+        warn!("the recorder did not finish within SHUTDOWN_GRACE");
+    }
+    capture_done.store(true, Ordering::SeqCst);
+    if tokio::time::timeout_at(deadline, uploader).await.is_err() {
+        let left = spool.pending().map(|p| p.len()).unwrap_or_default();
+        warn!(
+            clips = left,
+            "SHUTDOWN_GRACE is over; clips not uploaded stay in the spool for the next start"
+        );
+    }
+    let _ = tokio::time::timeout_at(deadline, join_stage(motion_thread)).await;
+    drop(camera_thread);
+    info!(ms = started.elapsed().as_millis() as u64, "stopped");
+    Ok(())
+}
+
+fn spawn_stage(name: &str, body: impl FnOnce() + Send + 'static) -> anyhow::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(body)
+        .with_context(|| format!("starting the {name} thread"))
+}
+
+async fn join_stage(thread: JoinHandle<()>) {
+    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+}

@@ -1,0 +1,276 @@
+//! The recorder stage: cuts clips out of the verdict stream and hands finished ones to the spool.
+//!
+//! Receives `StreamEvent<Verdict>`; emits `ClipReady` (the clip committed to the spool, which wakes the
+//! uploader). Motion starts a clip of `RECORD_DURATION` at the stream's real frame rate; every frame written
+//! carries the detector's boxes. A clip cut short by a camera drop, a resolution change or shutdown is
+//! closed properly and kept.
+
+mod annotate;
+mod schedule;
+mod writer;
+
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::Receiver;
+use tracing::{error, info, warn};
+
+pub use annotate::{BOX_BGR, draw_boxes};
+pub use schedule::{ClipSchedule, FrameAction};
+pub use writer::{ClipWriter, WriterError};
+
+use crate::config::RecorderSettings;
+use crate::shutdown::Shutdown;
+use crate::spool::{ClipName, Spool, SpooledClip};
+use crate::stream::{StreamEvent, StreamInfo, Timestamp, Verdict};
+
+/// A clip that was closed and committed to the spool.
+#[derive(Debug, Clone)]
+pub struct ClipReady {
+    pub clip: SpooledClip,
+    pub camera: String,
+    pub started_at: SystemTime,
+    /// Stream time of the first and last frame.
+    pub first_pts: Duration,
+    pub last_pts: Duration,
+    pub frames: u64,
+    /// Boxes drawn over the whole clip.
+    pub boxes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecorderError {
+    #[error("writing clip {clip}: {source}")]
+    Writer { clip: String, source: WriterError },
+    #[error("committing clip {clip} to the spool: {source}")]
+    Spool {
+        clip: String,
+        source: std::io::Error,
+    },
+    #[error("drawing boxes: {0}")]
+    Annotate(#[from] opencv::Error),
+}
+
+struct OpenClip {
+    name: ClipName,
+    writer: ClipWriter,
+    started: Timestamp,
+    last_pts: Duration,
+    frames: u64,
+    boxes: u64,
+}
+
+/// Owns the open clip (if any) and the schedule that decides when clips start and end.
+pub struct Recorder {
+    settings: RecorderSettings,
+    spool: Spool,
+    schedule: ClipSchedule,
+    stream: Option<StreamInfo>,
+    open: Option<OpenClip>,
+    last_stem_second: Option<(u64, u32)>,
+}
+
+impl Recorder {
+    pub fn new(settings: RecorderSettings, spool: Spool) -> Self {
+        Self {
+            schedule: ClipSchedule::new(settings.record_duration),
+            settings,
+            spool,
+            stream: None,
+            open: None,
+            last_stem_second: None,
+        }
+    }
+
+    /// Handles one event; returns the clip it finished, if any.
+    pub fn handle(
+        &mut self,
+        event: StreamEvent<Verdict>,
+    ) -> Result<Option<ClipReady>, RecorderError> {
+        match event {
+            StreamEvent::Started(info) => {
+                let finished = self.finish()?;
+                self.stream = Some(info);
+                Ok(finished)
+            }
+            StreamEvent::Item(verdict) => self.on_verdict(verdict),
+            StreamEvent::Ended { .. } => {
+                let finished = self.finish()?;
+                self.stream = None;
+                Ok(finished)
+            }
+        }
+    }
+
+    /// Closes and commits the open clip, if any.
+    pub fn finish(&mut self) -> Result<Option<ClipReady>, RecorderError> {
+        self.schedule.on_end();
+        let Some(open) = self.open.take() else {
+            return Ok(None);
+        };
+        let clip = open.name.blob_name();
+        open.writer
+            .finish()
+            .map_err(|source| RecorderError::Writer {
+                clip: clip.clone(),
+                source,
+            })?;
+        let spooled = self
+            .spool
+            .commit(&open.name)
+            .map_err(|source| RecorderError::Spool { clip, source })?;
+        Ok(Some(ClipReady {
+            clip: spooled,
+            camera: self.settings.camera_name.clone(),
+            started_at: open.started.wall,
+            first_pts: open.started.pts,
+            last_pts: open.last_pts,
+            frames: open.frames,
+            boxes: open.boxes,
+        }))
+    }
+
+    fn on_verdict(&mut self, mut verdict: Verdict) -> Result<Option<ClipReady>, RecorderError> {
+        let Some(stream) = self.stream else {
+            return Ok(None);
+        };
+        let image_size = opencv::core::MatTraitConst::size(&verdict.frame.image)?;
+        let mut finished = None;
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|open| open.writer.size() != image_size)
+        {
+            warn!(
+                width = image_size.width,
+                height = image_size.height,
+                "frame size changed; closing the clip"
+            );
+            finished = self.finish()?;
+        }
+        let action = self
+            .schedule
+            .on_frame(verdict.frame.at.pts, verdict.has_motion());
+        if action.finish {
+            finished = self.finish()?;
+        }
+        if action.start {
+            self.start(
+                verdict.frame.at,
+                StreamInfo {
+                    size: image_size,
+                    ..stream
+                },
+            )?;
+        }
+        if action.write {
+            self.write(&mut verdict)?;
+        }
+        Ok(finished)
+    }
+
+    fn start(&mut self, at: Timestamp, stream: StreamInfo) -> Result<(), RecorderError> {
+        let name = self.unique_name(at.wall);
+        let path = self
+            .spool
+            .recording_path(&name)
+            .map_err(|source| RecorderError::Spool {
+                clip: name.blob_name(),
+                source,
+            })?;
+        let writer = ClipWriter::create(&path, stream.size, stream.fps).map_err(|source| {
+            RecorderError::Writer {
+                clip: name.blob_name(),
+                source,
+            }
+        });
+        let writer = match writer {
+            Ok(writer) => writer,
+            Err(e) => {
+                // Forget the schedule's clip too, so the next motion frame tries again.
+                self.schedule.on_end();
+                return Err(e);
+            }
+        };
+        info!(clip = %name.blob_name(), fps = stream.fps, "motion: recording");
+        self.open = Some(OpenClip {
+            name,
+            writer,
+            started: at,
+            last_pts: at.pts,
+            frames: 0,
+            boxes: 0,
+        });
+        Ok(())
+    }
+
+    fn write(&mut self, verdict: &mut Verdict) -> Result<(), RecorderError> {
+        let Some(open) = self.open.as_mut() else {
+            return Ok(());
+        };
+        draw_boxes(&mut verdict.frame.image, &verdict.boxes)?;
+        open.writer
+            .write(&verdict.frame.image)
+            .map_err(|source| RecorderError::Writer {
+                clip: open.name.blob_name(),
+                source,
+            })?;
+        open.frames += 1;
+        open.boxes += verdict.boxes.len() as u64;
+        open.last_pts = verdict.frame.at.pts;
+        Ok(())
+    }
+
+    /// A name for a clip starting at `wall`, with a suffix if another clip started in the same second.
+    fn unique_name(&mut self, wall: SystemTime) -> ClipName {
+        let second = wall
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let mut duplicate = match self.last_stem_second {
+            Some((last, n)) if last == second => n + 1,
+            _ => 0,
+        };
+        let mut name = ClipName::new(&self.settings.camera_name, wall, duplicate);
+        while self.spool.contains(&name) {
+            duplicate += 1;
+            name = ClipName::new(&self.settings.camera_name, wall, duplicate);
+        }
+        self.last_stem_second = Some((second, duplicate));
+        name
+    }
+}
+
+/// Logs a finished clip.
+pub fn log_clip(ready: &ClipReady) {
+    info!(
+        clip = %ready.clip.blob_name,
+        frames = ready.frames,
+        boxes = ready.boxes,
+        seconds = format!("{:.1}", ready.last_pts.saturating_sub(ready.first_pts).as_secs_f64()),
+        bytes = ready.clip.size,
+        "clip recorded"
+    );
+}
+
+/// Runs the stage on its own thread until the input closes or shutdown; the open clip is always closed.
+pub fn run(mut recorder: Recorder, input: &Receiver<StreamEvent<Verdict>>, shutdown: &Shutdown) {
+    loop {
+        let event = crossbeam_channel::select! {
+            recv(input) -> event => event.ok(),
+            recv(shutdown.closed()) -> _ => None,
+        };
+        let last = event.is_none();
+        let result = match event {
+            Some(event) => recorder.handle(event),
+            None => recorder.finish(),
+        };
+        match result {
+            Ok(Some(ready)) => log_clip(&ready),
+            Ok(None) => {}
+            Err(e) => error!(error = %e, "recording failed"),
+        }
+        if last {
+            return;
+        }
+    }
+}

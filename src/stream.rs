@@ -1,0 +1,53 @@
+//! The messages on the pipeline's arrows: a camera's frames, the detector's verdicts, and the stream
+//! boundaries (connected, lost) that travel with them so every stage sees a reconnect in order.
+
+use std::time::{Duration, SystemTime};
+
+use opencv::core::{Mat, Rect, Size};
+
+/// When a frame was captured: `pts` is monotonic time since the source started (durations are measured
+/// with it; it never jumps), `wall` is UTC wall-clock time (clip names use it; it may jump when NTP syncs).
+#[derive(Debug, Clone, Copy)]
+pub struct Timestamp {
+    pub pts: Duration,
+    pub wall: SystemTime,
+}
+
+/// One decoded picture, BGR, at the camera's resolution.
+pub struct Frame {
+    pub image: Mat,
+    pub seq: u64,
+    pub at: Timestamp,
+}
+
+/// A frame with the moving regions the detector found in it, in full-resolution pixels.
+pub struct Verdict {
+    pub frame: Frame,
+    pub boxes: Vec<Rect>,
+    /// True while the detector is still learning the background: motion then never starts a clip.
+    pub warming_up: bool,
+}
+
+impl Verdict {
+    pub fn has_motion(&self) -> bool {
+        !self.warming_up && !self.boxes.is_empty()
+    }
+}
+
+/// What a source is delivering: its frame size and real frame rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StreamInfo {
+    pub size: Size,
+    pub fps: f64,
+}
+
+/// Items of one stage's output, with the stream's boundaries in order.
+pub enum StreamEvent<T> {
+    /// A (re)connected stream: what follows belongs to it.
+    Started(StreamInfo),
+    Item(T),
+    /// The stream ended (camera lost, file over): an open clip must be closed now.
+    Ended {
+        reason: String,
+    },
+}

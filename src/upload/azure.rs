@@ -1,0 +1,190 @@
+//! A sink that puts clips into an Azure Blob Storage container (`azure_storage_blobs`).
+//!
+//! Clips go up in 4 MiB blocks, then one block list that commits the blob with its content type, so a
+//! retried upload simply replaces the same blob. The container is created when missing. Every request has
+//! a timeout (the SDK has none), and error messages never carry the account key or a SAS signature.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use azure_core::StatusCode;
+use azure_storage::CloudLocation;
+use azure_storage_blobs::prelude::*;
+use tokio::io::AsyncReadExt;
+
+use super::{ClipSink, UploadError};
+use crate::config::AzureSettings;
+use crate::spool::SpooledClip;
+
+const BLOCK_SIZE: usize = 4 * 1024 * 1024;
+/// Longest any single request may take (a 4 MiB block on a slow uplink included).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub struct AzureSink {
+    container: ContainerClient,
+    description: String,
+    container_ready: AtomicBool,
+}
+
+impl AzureSink {
+    pub fn new(settings: &AzureSettings) -> Result<Self, UploadError> {
+        // Validated at start-up; the azure crate's own errors would echo the key, so they are not shown.
+        let parsed = azure_storage::ConnectionString::new(settings.connection_string())
+            .map_err(|_| UploadError::Permanent("AZ_STORAGE_CONNSTRING is malformed".into()))?;
+        let credentials = parsed.storage_credentials().map_err(|_| {
+            UploadError::Permanent("AZ_STORAGE_CONNSTRING has no usable credentials".into())
+        })?;
+        let builder = match &settings.blob_endpoint {
+            Some(uri) => ClientBuilder::with_location(
+                CloudLocation::Custom {
+                    account: settings.account.clone(),
+                    uri: uri.clone(),
+                },
+                credentials,
+            ),
+            None => ClientBuilder::new(settings.account.clone(), credentials),
+        };
+        let endpoint = settings
+            .blob_endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://{}.blob.core.windows.net", settings.account));
+        Ok(Self {
+            container: builder
+                .retry(azure_core::RetryOptions::none())
+                .container_client(settings.container.clone()),
+            description: format!("azure container {} at {endpoint}", settings.container),
+            container_ready: AtomicBool::new(false),
+        })
+    }
+
+    /// Creates the container unless it exists; returns whether it was created.
+    async fn ensure_container(&self) -> Result<bool, UploadError> {
+        if self.container_ready.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let created = match timed(self.container.create().into_future()).await {
+            Ok(_) => true,
+            Err(e) if status_of(&e) == Some(StatusCode::Conflict) => false,
+            Err(e) => return Err(classify(&e, "creating the container")),
+        };
+        self.container_ready.store(true, Ordering::Relaxed);
+        Ok(created)
+    }
+}
+
+impl ClipSink for AzureSink {
+    async fn upload(&self, clip: &SpooledClip) -> Result<(), UploadError> {
+        self.ensure_container().await?;
+        let blob = self.container.blob_client(clip.blob_name.clone());
+        let mut file = tokio::fs::File::open(&clip.path).await?;
+        let mut blocks = BlockList::default();
+        for index in 0_u32.. {
+            let mut chunk = Vec::with_capacity(BLOCK_SIZE);
+            (&mut file)
+                .take(BLOCK_SIZE as u64)
+                .read_to_end(&mut chunk)
+                .await?;
+            if chunk.is_empty() && index > 0 {
+                break;
+            }
+            let id = BlockId::new(format!("block-{index:06}"));
+            timed(blob.put_block(id.clone(), chunk).into_future())
+                .await
+                .map_err(|e| self.failed(&e, "uploading a block"))?;
+            blocks.blocks.push(BlobBlockType::Uncommitted(id));
+        }
+        timed(
+            blob.put_block_list(blocks)
+                .content_type("video/mp4")
+                .into_future(),
+        )
+        .await
+        .map_err(|e| self.failed(&e, "committing the blob"))?;
+        Ok(())
+    }
+
+    async fn probe(&self) -> Result<String, UploadError> {
+        self.container_ready.store(false, Ordering::Relaxed);
+        let created = self.ensure_container().await?;
+        timed(self.container.get_properties().into_future())
+            .await
+            .map_err(|e| classify(&e, "reading the container"))?;
+        let state = if created { "created" } else { "exists" };
+        Ok(format!(
+            "{} ({state}, credentials accepted)",
+            self.description
+        ))
+    }
+
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+}
+
+impl AzureSink {
+    fn failed(&self, error: &azure_core::Error, doing: &str) -> UploadError {
+        if status_of(error) == Some(StatusCode::NotFound) {
+            // The container may have been deleted: create it again on the next try.
+            self.container_ready.store(false, Ordering::Relaxed);
+        }
+        classify(error, doing)
+    }
+}
+
+/// Runs a request with [`REQUEST_TIMEOUT`].
+async fn timed<T>(request: impl Future<Output = azure_core::Result<T>>) -> azure_core::Result<T> {
+    tokio::time::timeout(REQUEST_TIMEOUT, request)
+        .await
+        .unwrap_or_else(|_| {
+            Err(azure_core::Error::message(
+                azure_core::error::ErrorKind::Io,
+                "request timed out",
+            ))
+        })
+}
+
+fn status_of(error: &azure_core::Error) -> Option<StatusCode> {
+    match error.kind() {
+        azure_core::error::ErrorKind::HttpResponse { status, .. } => Some(*status),
+        _ => None,
+    }
+}
+
+/// An upload error with a message fit for a log line: status and Azure's error code, never a URL
+/// (which may carry a SAS signature) nor the response body.
+fn classify(error: &azure_core::Error, doing: &str) -> UploadError {
+    match error.kind() {
+        azure_core::error::ErrorKind::HttpResponse { status, error_code } => {
+            let code = error_code.as_deref().unwrap_or("no error code");
+            let status_number = *status as u16;
+            match status {
+                StatusCode::Forbidden | StatusCode::Unauthorized => {
+                    UploadError::Permanent(format!(
+                        "{doing}: storage refused the credentials ({status_number} {code}): check the account \
+                     key or SAS in AZ_STORAGE_CONNSTRING"
+                    ))
+                }
+                StatusCode::BadRequest => UploadError::Permanent(format!(
+                    "{doing}: storage rejected the request ({status_number} {code}): check AZ_CONTAINER_NAME"
+                )),
+                _ => UploadError::Transient(format!(
+                    "{doing}: storage answered {status_number} {code}"
+                )),
+            }
+        }
+        azure_core::error::ErrorKind::Io => UploadError::Transient(format!(
+            "{doing}: storage unreachable ({})",
+            io_reason(error)
+        )),
+        other => UploadError::Transient(format!("{doing}: {other:?} error")),
+    }
+}
+
+/// The innermost cause of a network error, with any URL query (SAS signature) cut off.
+fn io_reason(error: &azure_core::Error) -> String {
+    let mut source: &dyn std::error::Error = error;
+    while let Some(inner) = source.source() {
+        source = inner;
+    }
+    crate::telemetry::redact_queries(&source.to_string())
+}

@@ -1,0 +1,154 @@
+//! The upload stage: takes finished clips from the spool, oldest first, and puts them into storage.
+//!
+//! Storage is a [`ClipSink`]: Azure Blob Storage ([`AzureSink`]) or a local directory ([`LocalDirSink`]).
+//! A clip's local file is deleted only after its sink confirmed the upload. A failure keeps the clip and
+//! retries with capped exponential back-off and jitter; the uploader never talks to the camera side.
+
+mod azure;
+mod local;
+
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tracing::{error, info, warn};
+
+pub use azure::AzureSink;
+pub use local::LocalDirSink;
+
+use crate::spool::{Spool, SpooledClip};
+
+/// Why an upload failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// Will not succeed by retrying as is (wrong key, missing permission, rejected name): fix the config.
+    #[error("{0}")]
+    Permanent(String),
+    /// Network, timeout, server busy: retried.
+    #[error("{0}")]
+    Transient(String),
+    #[error("reading the clip from the spool: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Somewhere finished clips go.
+pub trait ClipSink: Send + Sync {
+    /// Stores the clip under its blob name; Ok only once the storage confirmed it.
+    fn upload(&self, clip: &SpooledClip) -> impl Future<Output = Result<(), UploadError>> + Send;
+    /// Checks the storage is reachable and writable (creating the container if needed); a line for reports.
+    fn probe(&self) -> impl Future<Output = Result<String, UploadError>> + Send;
+    /// Where clips go, secrets redacted.
+    fn describe(&self) -> String;
+}
+
+/// Retry delays: 1 s doubling to at most 5 min, with jitter, forever.
+fn retry_delays() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(300))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Uploads clips until `stop` completes; a clip in flight when it does is simply abandoned (it stays in
+/// the spool for the next run).
+pub async fn run<S: ClipSink>(sink: &S, spool: &Spool, drained: impl Fn() -> bool) {
+    let mut delays = retry_delays();
+    loop {
+        let pending = match spool.pending() {
+            Ok(pending) => pending,
+            Err(e) => {
+                error!(spool = %spool.root().display(), error = %e, "cannot read the spool");
+                Vec::new()
+            }
+        };
+        if pending.is_empty() {
+            if drained() {
+                return;
+            }
+            wait_for_clip(spool).await;
+            continue;
+        }
+        for clip in &pending {
+            match upload_one(sink, spool, clip).await {
+                Ok(()) => delays = retry_delays(),
+                Err(e) => {
+                    let retry_in = delays.next().unwrap_or(Duration::from_secs(300));
+                    warn!(
+                        clip = %clip.blob_name,
+                        error = %e,
+                        permanent = matches!(e, UploadError::Permanent(_)),
+                        retry_in = %humantime::format_duration(Duration::from_secs(retry_in.as_secs().max(1))),
+                        waiting = pending.len(),
+                        "upload failed; the clip stays on disk"
+                    );
+                    tokio::time::sleep(retry_in).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn wait_for_clip(spool: &Spool) {
+    // The periodic re-scan also picks up clips put into the spool by hand.
+    let _ = tokio::time::timeout(Duration::from_secs(1), spool.clip_committed()).await;
+}
+
+async fn upload_one<S: ClipSink>(
+    sink: &S,
+    spool: &Spool,
+    clip: &SpooledClip,
+) -> Result<(), UploadError> {
+    let started = std::time::Instant::now();
+    sink.upload(clip).await?;
+    if let Err(e) = spool.remove(clip) {
+        error!(clip = %clip.blob_name, error = %e, "uploaded, but the local copy could not be deleted");
+    }
+    info!(
+        clip = %clip.blob_name,
+        bytes = clip.size,
+        ms = started.elapsed().as_millis() as u64,
+        to = %sink.describe(),
+        "clip uploaded"
+    );
+    Ok(())
+}
+
+/// The sink the configuration chose.
+pub enum ConfiguredSink {
+    Azure(AzureSink),
+    LocalDir(LocalDirSink),
+}
+
+impl ConfiguredSink {
+    pub fn from_settings(settings: &crate::config::StorageSettings) -> Result<Self, UploadError> {
+        Ok(match settings {
+            crate::config::StorageSettings::Azure(azure) => Self::Azure(AzureSink::new(azure)?),
+            crate::config::StorageSettings::LocalDir(dir) => Self::LocalDir(LocalDirSink::new(dir)),
+        })
+    }
+}
+
+impl ClipSink for ConfiguredSink {
+    async fn upload(&self, clip: &SpooledClip) -> Result<(), UploadError> {
+        match self {
+            Self::Azure(sink) => sink.upload(clip).await,
+            Self::LocalDir(sink) => sink.upload(clip).await,
+        }
+    }
+
+    async fn probe(&self) -> Result<String, UploadError> {
+        match self {
+            Self::Azure(sink) => sink.probe().await,
+            Self::LocalDir(sink) => sink.probe().await,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Azure(sink) => sink.describe(),
+            Self::LocalDir(sink) => sink.describe(),
+        }
+    }
+}
