@@ -71,14 +71,14 @@ mod tests {
     fn names_are_utc_and_round_trip() {
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
         let name = ClipName::new("gate", start, 0);
-        assert_eq!(name.blob_name(), "gate/2026-11-18/20261118T064640Z.mp4");
+        assert_eq!(name.blob_name(), "gate/2026-11-18/20261118T110640Z.mp4");
         assert_eq!(
             ClipName::from_relative_path(&name.relative_path()),
             Some(name.clone())
         );
         assert_eq!(
             ClipName::new("gate", start, 2).blob_name(),
-            "gate/2026-11-18/20261118T064640Z-2.mp4"
+            "gate/2026-11-18/20261118T110640Z-2.mp4"
         );
     }
 }
