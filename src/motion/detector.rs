@@ -11,6 +11,10 @@ use crate::stream::StreamInfo;
 const DETECTION_HEIGHT: i32 = 180;
 /// Frames after a (re)connect that only train the background, at least this many, or a second's worth.
 const MIN_WARMUP_FRAMES: u32 = 10;
+/// MOG2's history, in frames; after warm-up the model learns at 1/HISTORY per frame. (MOG2's automatic rate
+/// is 1/n for the first HISTORY frames, which absorbs a moving object into the background within a couple
+/// of frames for the first half-minute; the fixed rate is its steady state from the start.)
+const HISTORY: i32 = 500;
 
 pub struct MotionDetector {
     subtractor: Ptr<BackgroundSubtractorMOG2>,
@@ -38,7 +42,7 @@ impl MotionDetector {
             ((f64::from(full.height) / scale).round() as i32).max(1),
         );
         Ok(Self {
-            subtractor: video::create_background_subtractor_mog2(500, 16.0, false)?,
+            subtractor: video::create_background_subtractor_mog2(HISTORY, 16.0, false)?,
             scale,
             detection_size,
             min_area_scaled: settings.min_area / (scale * scale),
@@ -57,6 +61,12 @@ impl MotionDetector {
 
     /// Moving regions of at least the minimum area, in full-resolution pixels.
     pub fn detect(&mut self, frame: &Mat) -> opencv::Result<Vec<Rect>> {
+        // Warm-up learns fast (automatic rate); afterwards the steady rate.
+        let learning_rate = if self.warming_up() {
+            -1.0
+        } else {
+            1.0 / f64::from(HISTORY)
+        };
         self.warmup_left = self.warmup_left.saturating_sub(1);
         if self.scale > 1.0 {
             imgproc::resize(
@@ -75,7 +85,7 @@ impl MotionDetector {
             &mut self.subtractor,
             &self.gray,
             &mut self.mask,
-            -1.0,
+            learning_rate,
         )?;
         let no_kernel = Mat::default();
         let anchor = Point::new(-1, -1);

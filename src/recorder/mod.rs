@@ -101,9 +101,14 @@ impl Recorder {
         }
     }
 
-    /// Closes and commits the open clip, if any.
+    /// The stream ended or the service stops: closes and commits the open clip, if any.
     pub fn finish(&mut self) -> Result<Option<ClipReady>, RecorderError> {
         self.schedule.on_end();
+        self.close_clip()
+    }
+
+    /// Closes and commits the open clip without touching the schedule (which may have opened the next).
+    fn close_clip(&mut self) -> Result<Option<ClipReady>, RecorderError> {
         let Some(open) = self.open.take() else {
             return Ok(None);
         };
@@ -151,7 +156,7 @@ impl Recorder {
             .schedule
             .on_frame(verdict.frame.at.pts, verdict.has_motion());
         if action.finish {
-            finished = self.finish()?;
+            finished = self.close_clip()?;
         }
         if action.start {
             self.start(
@@ -272,5 +277,98 @@ pub fn run(mut recorder: Recorder, input: &Receiver<StreamEvent<Verdict>>, shutd
         if last {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::Frame;
+    use opencv::core::{CV_8UC3, Mat, Rect, Scalar, Size};
+    use opencv::prelude::*;
+
+    const FPS: f64 = 15.0;
+
+    fn verdict(seq: u64, motion: bool) -> StreamEvent<Verdict> {
+        let pts = Duration::from_secs_f64(seq as f64 / FPS);
+        let image = Mat::new_rows_cols_with_default(120, 160, CV_8UC3, Scalar::all(60.0)).unwrap();
+        StreamEvent::Item(Verdict {
+            frame: Frame {
+                image,
+                seq,
+                at: Timestamp {
+                    pts,
+                    wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000) + pts,
+                },
+            },
+            boxes: if motion {
+                vec![Rect::new(10, 10, 40, 40)]
+            } else {
+                Vec::new()
+            },
+            warming_up: false,
+        })
+    }
+
+    #[test]
+    fn continuous_motion_gives_back_to_back_clips_that_hold_every_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let settings = RecorderSettings {
+            camera_name: "cam".into(),
+            record_duration: Duration::from_secs(2),
+        };
+        let mut recorder = Recorder::new(settings, spool.clone());
+        let mut clips = Vec::new();
+        let started = StreamEvent::Started(StreamInfo {
+            size: Size::new(160, 120),
+            fps: FPS,
+        });
+        clips.extend(recorder.handle(started).unwrap());
+        for seq in 0..75 {
+            clips.extend(recorder.handle(verdict(seq, true)).unwrap());
+        }
+        clips.extend(
+            recorder
+                .handle(StreamEvent::Ended {
+                    reason: "test".into(),
+                })
+                .unwrap(),
+        );
+
+        let frames: Vec<u64> = clips.iter().map(|c| c.frames).collect();
+        assert_eq!(frames, [30, 30, 15]);
+        assert!(clips.iter().all(|c| c.boxes == c.frames));
+        let names: std::collections::HashSet<_> =
+            clips.iter().map(|c| c.clip.blob_name.clone()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert_eq!(spool.pending().unwrap().len(), 3);
+        assert!(
+            spool.salvage_interrupted().unwrap().is_empty(),
+            "no clip was left open"
+        );
+    }
+
+    #[test]
+    fn frames_before_a_stream_start_or_without_motion_record_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let settings = RecorderSettings {
+            camera_name: "cam".into(),
+            record_duration: Duration::from_secs(2),
+        };
+        let mut recorder = Recorder::new(settings, spool.clone());
+        assert!(recorder.handle(verdict(0, true)).unwrap().is_none());
+        recorder
+            .handle(StreamEvent::Started(StreamInfo {
+                size: Size::new(160, 120),
+                fps: FPS,
+            }))
+            .unwrap();
+        for seq in 1..40 {
+            assert!(recorder.handle(verdict(seq, false)).unwrap().is_none());
+        }
+        assert!(recorder.finish().unwrap().is_none());
+        assert!(spool.pending().unwrap().is_empty());
     }
 }
