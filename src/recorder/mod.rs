@@ -285,7 +285,6 @@ mod tests {
     use super::*;
     use crate::stream::Frame;
     use opencv::core::{CV_8UC3, Mat, Rect, Scalar, Size};
-    use opencv::prelude::*;
 
     const FPS: f64 = 15.0;
 
