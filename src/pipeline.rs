@@ -3,11 +3,11 @@
 //! stop capture, close the open clip, give pending uploads `SHUTDOWN_GRACE`, return.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use anyhow::Context;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::ServiceConfig;
@@ -67,17 +67,11 @@ pub async fn run<S: ClipSink + 'static>(
         move || recorder::run(recorder, &verdicts_rx, &shutdown)
     })?;
 
-    let capture_done = Arc::new(AtomicBool::new(false));
+    let capture_done = CancellationToken::new();
     let sink = Arc::new(sink);
     let uploader = tokio::spawn({
-        let (sink, spool, capture_done) =
-            (Arc::clone(&sink), spool.clone(), Arc::clone(&capture_done));
-        async move {
-            upload::run(sink.as_ref(), &spool, || {
-                capture_done.load(Ordering::SeqCst)
-            })
-            .await
-        }
+        let (sink, spool, capture_done) = (Arc::clone(&sink), spool.clone(), capture_done.clone());
+        async move { upload::run(sink.as_ref(), &spool, &capture_done).await }
     });
 
     shutdown.requested().await;
@@ -89,7 +83,7 @@ pub async fn run<S: ClipSink + 'static>(
     if recorder_joined.is_err() {
         warn!("the recorder did not finish within SHUTDOWN_GRACE");
     }
-    capture_done.store(true, Ordering::SeqCst);
+    capture_done.cancel();
     if tokio::time::timeout_at(deadline, uploader).await.is_err() {
         let left = spool.pending().map(|p| p.len()).unwrap_or_default();
         warn!(

@@ -10,6 +10,7 @@ mod local;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 pub use azure::AzureSink;
@@ -40,19 +41,22 @@ pub trait ClipSink: Send + Sync {
     fn describe(&self) -> String;
 }
 
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+
 /// Retry delays: 1 s doubling to at most 5 min, with jitter, forever.
 fn retry_delays() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_secs(1))
-        .with_max_delay(Duration::from_secs(300))
+        .with_max_delay(MAX_RETRY_DELAY)
         .with_jitter()
         .without_max_times()
         .build()
 }
 
-/// Uploads clips until `stop` completes; a clip in flight when it does is simply abandoned (it stays in
-/// the spool for the next run).
-pub async fn run<S: ClipSink>(sink: &S, spool: &Spool, drained: impl Fn() -> bool) {
+/// Uploads clips from the spool until `capture_done` is cancelled and the spool is empty. After
+/// `capture_done`, a failure ends the loop at once instead of waiting out the back-off: the clips stay in
+/// the spool for the next start. The caller bounds the whole by `SHUTDOWN_GRACE`.
+pub async fn run<S: ClipSink>(sink: &S, spool: &Spool, capture_done: &CancellationToken) {
     let mut delays = retry_delays();
     loop {
         let pending = match spool.pending() {
@@ -63,36 +67,43 @@ pub async fn run<S: ClipSink>(sink: &S, spool: &Spool, drained: impl Fn() -> boo
             }
         };
         if pending.is_empty() {
-            if drained() {
+            if capture_done.is_cancelled() {
                 return;
             }
-            wait_for_clip(spool).await;
+            wait_for_clip(spool, capture_done).await;
             continue;
         }
         for clip in &pending {
-            match upload_one(sink, spool, clip).await {
-                Ok(()) => delays = retry_delays(),
-                Err(e) => {
-                    let retry_in = delays.next().unwrap_or(Duration::from_secs(300));
-                    warn!(
-                        clip = %clip.blob_name,
-                        error = %e,
-                        permanent = matches!(e, UploadError::Permanent(_)),
-                        retry_in = %humantime::format_duration(Duration::from_secs(retry_in.as_secs().max(1))),
-                        waiting = pending.len(),
-                        "upload failed; the clip stays on disk"
-                    );
-                    tokio::time::sleep(retry_in).await;
-                    break;
+            if let Err(e) = upload_one(sink, spool, clip).await {
+                let retry_in = delays.next().unwrap_or(MAX_RETRY_DELAY);
+                warn!(
+                    clip = %clip.blob_name,
+                    error = %e,
+                    permanent = matches!(e, UploadError::Permanent(_)),
+                    retry_in = %humantime::format_duration(Duration::from_secs(retry_in.as_secs().max(1))),
+                    waiting = pending.len(),
+                    "upload failed; the clip stays on disk"
+                );
+                if capture_done.is_cancelled() {
+                    return;
                 }
+                tokio::select! {
+                    () = tokio::time::sleep(retry_in) => {}
+                    () = capture_done.cancelled() => {}
+                }
+                break;
             }
+            delays = retry_delays();
         }
     }
 }
 
-async fn wait_for_clip(spool: &Spool) {
+async fn wait_for_clip(spool: &Spool, capture_done: &CancellationToken) {
     // The periodic re-scan also picks up clips put into the spool by hand.
-    let _ = tokio::time::timeout(Duration::from_secs(1), spool.clip_committed()).await;
+    tokio::select! {
+        _ = tokio::time::timeout(Duration::from_secs(1), spool.clip_committed()) => {}
+        () = capture_done.cancelled() => {}
+    }
 }
 
 async fn upload_one<S: ClipSink>(

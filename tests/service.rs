@@ -1,0 +1,244 @@
+//! End-to-end: the service against the real RTSP test camera and Azurite.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const FPS: f64 = 15.0;
+
+/// Waits for the clip the service is recording to be uploaded, with motion stopped after it started so
+/// that exactly one clip is made.
+fn one_motion_clip(camera: &mut Camera, service: &Service, record_secs: u64) {
+    service.wait_for("motion: recording", 1, Duration::from_secs(30));
+    camera.set_motion(false);
+    service.wait_for("clip uploaded", 1, Duration::from_secs(record_secs + 20));
+}
+
+#[test]
+fn a_moving_object_becomes_one_annotated_blob_and_the_local_file_is_deleted() {
+    let azurite = Azurite::start();
+    let mut camera = Camera::start(true);
+    let record = 5;
+    let env = service_env(&camera, Some(&azurite), &[("RECORD_DURATION", "5s")]);
+    let mut service = Service::start(&[], &env);
+    one_motion_clip(&mut camera, &service, record);
+
+    let blobs = azurite.blobs(CONTAINER);
+    assert_eq!(
+        blobs.len(),
+        1,
+        "{:?}",
+        blobs.iter().map(|b| &b.0).collect::<Vec<_>>()
+    );
+    let (name, bytes) = &blobs[0];
+    assert!(
+        name.starts_with("testcam/") && name.ends_with("Z.mp4"),
+        "{name}"
+    );
+    let clip = decode(bytes);
+    let expected = record as f64 * FPS;
+    assert!(
+        (f64::from(clip.frames) - expected).abs() <= expected * 0.1,
+        "{clip:?}: expected about {expected} frames"
+    );
+    assert_eq!((clip.width, clip.height), (640, 360));
+    assert!(
+        clip.frames_with_boxes * 2 >= clip.frames,
+        "boxes on fewer than half the frames: {clip:?}"
+    );
+    assert!(
+        service.spooled_clips().is_empty(),
+        "local copy kept after upload: {:?}",
+        service.spooled_clips()
+    );
+
+    service.terminate();
+    assert_eq!(
+        service.wait_exit(Duration::from_secs(20)).map(|s| s.code()),
+        Some(Some(0))
+    );
+    service.assert_no_secrets();
+}
+
+#[test]
+fn a_still_scene_records_nothing() {
+    let azurite = Azurite::start();
+    let camera = Camera::start(false);
+    let env = service_env(&camera, Some(&azurite), &[("RECORD_DURATION", "4s")]);
+    let mut service = Service::start(&[], &env);
+    service.wait_for("camera connected", 1, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(8));
+    service.terminate();
+    assert_eq!(
+        service.wait_exit(Duration::from_secs(20)).map(|s| s.code()),
+        Some(Some(0))
+    );
+    assert_eq!(service.count("motion: recording"), 0, "{}", service.log());
+    assert!(azurite.blobs(CONTAINER).is_empty());
+    assert!(service.spooled_clips().is_empty());
+}
+
+#[test]
+fn a_camera_killed_mid_clip_keeps_the_partial_clip_and_the_service_reconnects() {
+    let azurite = Azurite::start();
+    let mut camera = Camera::start(true);
+    let env = service_env(&camera, Some(&azurite), &[("RECORD_DURATION", "20s")]);
+    let mut service = Service::start(&[], &env);
+    service.wait_for("motion: recording", 1, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    camera.kill();
+    service.wait_for("clip uploaded", 1, Duration::from_secs(15));
+    let blobs = azurite.blobs(CONTAINER);
+    assert_eq!(blobs.len(), 1);
+    let partial = decode(&blobs[0].1);
+    assert!(
+        partial.frames >= 15 && partial.frames < 150,
+        "partial clip: {partial:?}"
+    );
+
+    camera.restart();
+    let restarted = Instant::now();
+    service.wait_for("camera connected", 2, Duration::from_secs(20));
+    let reconnect = restarted.elapsed();
+    // RECONNECT_INTERVAL is 2 s; opening the stream takes about 1.5 s.
+    assert!(
+        reconnect < Duration::from_secs(2 + 5),
+        "reconnected after {reconnect:?}"
+    );
+    service.wait_for("motion: recording", 2, Duration::from_secs(15));
+    service.terminate();
+    assert_eq!(
+        service.wait_exit(Duration::from_secs(20)).map(|s| s.code()),
+        Some(Some(0))
+    );
+    assert_eq!(azurite.blobs(CONTAINER).len(), 2, "{}", service.log());
+    service.assert_no_secrets();
+}
+
+#[test]
+fn a_frozen_camera_is_noticed_within_the_read_timeout() {
+    let mut camera = Camera::start(false);
+    let env = service_env(
+        &camera,
+        None,
+        &[("CAMERA_READ_TIMEOUT", "3s"), ("RECONNECT_INTERVAL", "1s")],
+    );
+    let mut service = Service::start(&[], &env);
+    service.wait_for("camera connected", 1, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(1));
+    camera.freeze();
+    let noticed = service.wait_for("camera stream lost", 1, Duration::from_secs(15));
+    camera.thaw();
+    assert!(
+        noticed <= Duration::from_secs(3 + 2),
+        "a 3 s read timeout took {noticed:?}"
+    );
+    service.wait_for("camera connected", 2, Duration::from_secs(20));
+    camera.kill();
+    service.terminate();
+    assert_eq!(
+        service.wait_exit(Duration::from_secs(20)).map(|s| s.code()),
+        Some(Some(0))
+    );
+}
+
+#[test]
+fn with_storage_down_the_clip_waits_on_disk_and_goes_up_when_it_returns() {
+    let mut azurite = Azurite::start();
+    let mut camera = Camera::start(true);
+    let env = service_env(&camera, Some(&azurite), &[("RECORD_DURATION", "5s")]);
+    let mut service = Service::start(&[], &env);
+    service.wait_for("motion: recording", 1, Duration::from_secs(30));
+    azurite.stop();
+    camera.set_motion(false);
+    service.wait_for("upload failed", 1, Duration::from_secs(20));
+    assert_eq!(
+        service.spooled_clips().len(),
+        1,
+        "the clip must wait in the spool"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(service.spooled_clips().len(), 1);
+
+    azurite.restart();
+    service.wait_for("clip uploaded", 1, Duration::from_secs(60));
+    let blobs = azurite.blobs(CONTAINER);
+    assert_eq!(blobs.len(), 1);
+    assert!(decode(&blobs[0].1).frames >= 40);
+    assert!(service.spooled_clips().is_empty());
+    service.terminate();
+    assert_eq!(
+        service.wait_exit(Duration::from_secs(20)).map(|s| s.code()),
+        Some(Some(0))
+    );
+    service.assert_no_secrets();
+}
+
+#[test]
+fn sigterm_during_a_clip_exits_zero_within_the_grace_and_keeps_the_clip() {
+    let azurite = Azurite::start();
+    let camera = Camera::start(true);
+    let env = service_env(
+        &camera,
+        Some(&azurite),
+        &[("RECORD_DURATION", "30s"), ("SHUTDOWN_GRACE", "8s")],
+    );
+    let mut service = Service::start(&[], &env);
+    service.wait_for("motion: recording", 1, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(3));
+    let signalled = Instant::now();
+    service.terminate();
+    let status = service.wait_exit(Duration::from_secs(8));
+    let took = signalled.elapsed();
+    assert_eq!(
+        status.map(|s| s.code()),
+        Some(Some(0)),
+        "after {took:?}:\n{}",
+        service.log()
+    );
+    let blobs = azurite.blobs(CONTAINER);
+    let on_disk = service.spooled_clips();
+    assert_eq!(
+        blobs.len() + on_disk.len(),
+        1,
+        "the clip must be in storage or on disk"
+    );
+    if let Some((_, bytes)) = blobs.first() {
+        let clip = decode(bytes);
+        assert!(clip.frames >= 30, "{clip:?}");
+    }
+    service.assert_no_secrets();
+}
+
+#[test]
+fn a_wrong_account_key_keeps_clips_on_disk_and_says_why() {
+    let azurite = Azurite::start();
+    let mut camera = Camera::start(true);
+    let wrong_key = AZURITE_KEY.replace("Eby8", "Xby8");
+    let mut env = service_env(&camera, Some(&azurite), &[("RECORD_DURATION", "5s")]);
+    env.insert(
+        "AZ_STORAGE_CONNSTRING".into(),
+        azurite.connection_string_with_key(&wrong_key),
+    );
+    let mut service = Service::start(&[], &env);
+    service.wait_for("motion: recording", 1, Duration::from_secs(30));
+    camera.set_motion(false);
+    service.wait_for("upload failed", 1, Duration::from_secs(20));
+    let log = service.log();
+    assert!(log.contains("refused the credentials (403"), "{log}");
+    assert_eq!(service.spooled_clips().len(), 1);
+    service.terminate();
+    assert_eq!(
+        service.wait_exit(Duration::from_secs(30)).map(|s| s.code()),
+        Some(Some(0))
+    );
+    assert_eq!(
+        service.spooled_clips().len(),
+        1,
+        "the clip must survive the shutdown"
+    );
+    assert!(!service.log().contains(&wrong_key[..20]));
+    service.assert_no_secrets();
+}

@@ -1,0 +1,499 @@
+//! Real fixtures for the end-to-end tests: the RTSP test camera (GStreamer, `rtsp_camera.py`), Azurite,
+//! the `dachavideo` binary as a child process, test videos made with ffmpeg, and decoding clips with
+//! OpenCV. Every process is killed on drop; every wait is bounded.
+
+#![allow(dead_code)] // Each test binary uses a different part of this module.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use opencv::core::{Mat, Scalar};
+use opencv::prelude::*;
+use opencv::videoio::{self, VideoCapture};
+
+pub const CAMERA_USER: &str = "watcher";
+pub const CAMERA_PASSWORD: &str = "dacha-pass-7Q2";
+/// Azurite's well-known development account key (public, but the service must still never log it).
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+pub const CONTAINER: &str = "dacha-clips";
+
+fn project_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Polls `condition` every 100 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Ports handed out in this process, so two fixtures never race for the same free port.
+static TAKEN_PORTS: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+
+pub fn free_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind an ephemeral port")
+            .port();
+        let mut taken = TAKEN_PORTS.lock().unwrap();
+        if !taken.contains(&port) {
+            taken.push(port);
+            return port;
+        }
+    }
+}
+
+fn signal(child: &Child, signal: Signal) {
+    let _ = kill(Pid::from_raw(child.id() as i32), signal);
+}
+
+fn kill_and_reap(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The RTSP test camera: a static scene with a box that moves while motion is on. Requires a password.
+pub struct Camera {
+    port: u16,
+    child: Option<Child>,
+    motion: bool,
+}
+
+impl Camera {
+    pub fn start(motion: bool) -> Self {
+        let mut camera = Self {
+            port: free_port(),
+            child: None,
+            motion,
+        };
+        camera.restart();
+        camera
+    }
+
+    /// (Re)starts the server on the same port; returns once it serves.
+    pub fn restart(&mut self) {
+        self.kill();
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(project_root().join("tests/support/rtsp_camera.py"))
+            .args(["--port", &self.port.to_string()])
+            .args(["--user", CAMERA_USER, "--password", CAMERA_PASSWORD])
+            .args(["--motion", if self.motion { "on" } else { "off" }])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tests/support/rtsp_camera.py with /usr/bin/python3");
+        let stdout = child.stdout.take().expect("camera stdout");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("READY") {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(15))
+            .expect("the RTSP test camera did not report READY within 15 s");
+        self.child = Some(child);
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "rtsp://{CAMERA_USER}:{CAMERA_PASSWORD}@127.0.0.1:{}/stream",
+            self.port
+        )
+    }
+
+    pub fn set_motion(&mut self, on: bool) {
+        self.motion = on;
+        if let Some(child) = &self.child {
+            signal(child, if on { Signal::SIGUSR1 } else { Signal::SIGUSR2 });
+        }
+    }
+
+    /// Kills the server (the camera "goes away").
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_and_reap(&mut child);
+        }
+    }
+
+    /// Stops the server process without closing its sockets (a frozen camera).
+    pub fn freeze(&self) {
+        if let Some(child) = &self.child {
+            signal(child, Signal::SIGSTOP);
+        }
+    }
+
+    pub fn thaw(&self) {
+        if let Some(child) = &self.child {
+            signal(child, Signal::SIGCONT);
+        }
+    }
+}
+
+impl Drop for Camera {
+    fn drop(&mut self) {
+        self.thaw();
+        self.kill();
+    }
+}
+
+/// Azurite's blob service on a free port, with its data in a temporary folder (kept across restarts).
+pub struct Azurite {
+    port: u16,
+    data: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Azurite {
+    pub fn start() -> Self {
+        let mut azurite = Self {
+            port: free_port(),
+            data: tempfile::tempdir().expect("azurite data dir"),
+            child: None,
+        };
+        azurite.restart();
+        azurite
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        let binary = project_root().join(".tools/node_modules/.bin/azurite-blob");
+        assert!(
+            binary.exists(),
+            "Azurite is not installed: run scripts/setup.sh"
+        );
+        let child = Command::new(binary)
+            .args([
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                &self.port.to_string(),
+            ])
+            .arg("--location")
+            .arg(self.data.path())
+            .args(["--skipApiVersionCheck", "--loose", "--silent"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start azurite-blob");
+        self.child = Some(child);
+        let port = self.port;
+        assert!(
+            wait_until(Duration::from_secs(30), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
+            "Azurite did not listen on {port} within 30 s"
+        );
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_and_reap(&mut child);
+        }
+    }
+
+    pub fn connection_string(&self) -> String {
+        self.connection_string_with_key(AZURITE_KEY)
+    }
+
+    pub fn connection_string_with_key(&self, key: &str) -> String {
+        format!(
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};\
+             BlobEndpoint=http://127.0.0.1:{}/devstoreaccount1;",
+            self.port
+        )
+    }
+
+    /// Every blob in `container` with its bytes (empty when the container does not exist).
+    pub fn blobs(&self, container: &str) -> Vec<(String, Vec<u8>)> {
+        use azure_storage_blobs::prelude::*;
+        use futures::StreamExt;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let credentials = azure_storage::StorageCredentials::access_key(
+                "devstoreaccount1",
+                azure_core::auth::Secret::new(AZURITE_KEY.to_string()),
+            );
+            let location = azure_storage::CloudLocation::Custom {
+                account: "devstoreaccount1".into(),
+                uri: format!("http://127.0.0.1:{}/devstoreaccount1", self.port),
+            };
+            let container =
+                ClientBuilder::with_location(location, credentials).container_client(container);
+            let mut names = Vec::new();
+            let mut pages = container.list_blobs().into_stream();
+            while let Some(page) = pages.next().await {
+                match page {
+                    Ok(page) => names.extend(page.blobs.blobs().map(|b| b.name.clone())),
+                    Err(_) => return Vec::new(), // no container yet
+                }
+            }
+            let mut blobs = Vec::new();
+            for name in names {
+                let bytes = container
+                    .blob_client(&name)
+                    .get_content()
+                    .await
+                    .expect("download a blob");
+                blobs.push((name, bytes));
+            }
+            blobs
+        })
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The service binary as a child process, its stdout and stderr collected in one log file.
+pub struct Service {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    log: PathBuf,
+    pub exit: Option<ExitStatus>,
+}
+
+impl Service {
+    /// Starts `dachavideo [args]` in a fresh working directory with exactly `env` (plus PATH).
+    pub fn start(args: &[&str], env: &HashMap<String, String>) -> Self {
+        let dir = tempfile::tempdir().expect("service dir");
+        let log = dir.path().join("service.log");
+        let out = fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_dachavideo"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(env)
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
+            .spawn()
+            .expect("start dachavideo");
+        Self {
+            child: Some(child),
+            dir,
+            log,
+            exit: None,
+        }
+    }
+
+    pub fn spool(&self) -> PathBuf {
+        self.dir.path().join("spool")
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Lines of the log containing `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.log().lines().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits until `needle` appears at least `times` times in the log; panics with the log if it does not.
+    pub fn wait_for(&self, needle: &str, times: usize, timeout: Duration) -> Duration {
+        let started = Instant::now();
+        if !wait_until(timeout, || self.count(needle) >= times) {
+            panic!(
+                "{needle:?} did not appear {times}x within {timeout:?}; log:\n{}",
+                self.log()
+            );
+        }
+        started.elapsed()
+    }
+
+    pub fn terminate(&self) {
+        if let Some(child) = &self.child {
+            signal(child, Signal::SIGTERM);
+        }
+    }
+
+    /// Waits for the process to exit; `None` if it is still running after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let mut status = None;
+        wait_until(timeout, || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if status.is_some() {
+            self.child = None;
+            self.exit = status;
+        }
+        status
+    }
+
+    /// Clips waiting in the spool.
+    pub fn spooled_clips(&self) -> Vec<PathBuf> {
+        walkdir::WalkDir::new(self.spool())
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "mp4"))
+            .map(|e| e.into_path())
+            .collect()
+    }
+
+    /// Asserts that no secret reached the output.
+    pub fn assert_no_secrets(&self) {
+        let log = self.log();
+        assert!(
+            !log.contains(CAMERA_PASSWORD),
+            "the camera password leaked:\n{log}"
+        );
+        assert!(!log.contains(AZURITE_KEY), "the account key leaked:\n{log}");
+        assert!(
+            !log.contains(&AZURITE_KEY[..20]),
+            "part of the account key leaked:\n{log}"
+        );
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_and_reap(&mut child);
+        }
+    }
+}
+
+/// The environment for a service against `camera`, writing to Azurite if given.
+pub fn service_env(
+    camera: &Camera,
+    azurite: Option<&Azurite>,
+    extra: &[(&str, &str)],
+) -> HashMap<String, String> {
+    let mut env: HashMap<String, String> = [
+        ("RTSP_URL", camera.url()),
+        ("CAMERA_NAME", "testcam".to_string()),
+        ("RECONNECT_INTERVAL", "2s".to_string()),
+        ("CAMERA_READ_TIMEOUT", "3s".to_string()),
+        ("RUST_LOG", "info".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    if let Some(azurite) = azurite {
+        env.insert("AZ_STORAGE_CONNSTRING".into(), azurite.connection_string());
+        env.insert("AZ_CONTAINER_NAME".into(), CONTAINER.into());
+    }
+    for (k, v) in extra {
+        env.insert(k.to_string(), v.to_string());
+    }
+    env
+}
+
+/// What a clip holds, decoded with OpenCV.
+#[derive(Debug)]
+pub struct DecodedClip {
+    pub frames: u32,
+    pub width: i32,
+    pub height: i32,
+    /// Frames with at least a box's worth of pure box-green pixels.
+    pub frames_with_boxes: u32,
+}
+
+pub fn decode(bytes: &[u8]) -> DecodedClip {
+    let file = tempfile::Builder::new().suffix(".mp4").tempfile().unwrap();
+    fs::write(file.path(), bytes).unwrap();
+    decode_file(file.path())
+}
+
+pub fn decode_file(path: &Path) -> DecodedClip {
+    let mut capture = VideoCapture::from_file(path, videoio::CAP_FFMPEG).expect("open the clip");
+    assert!(
+        capture.is_opened().unwrap(),
+        "OpenCV cannot open {}",
+        path.display()
+    );
+    let mut clip = DecodedClip {
+        frames: 0,
+        width: 0,
+        height: 0,
+        frames_with_boxes: 0,
+    };
+    let mut image = Mat::default();
+    while capture.read(&mut image).unwrap_or(false) && !image.empty() {
+        clip.frames += 1;
+        clip.width = image.cols();
+        clip.height = image.rows();
+        if green_pixels(&image) >= 100 {
+            clip.frames_with_boxes += 1;
+        }
+    }
+    clip
+}
+
+/// Pixels close to the box colour (BGR 0,255,0) after H.264 compression.
+fn green_pixels(image: &Mat) -> i32 {
+    let mut mask = Mat::default();
+    let lower = Scalar::new(0.0, 180.0, 0.0, 0.0);
+    let upper = Scalar::new(90.0, 255.0, 90.0, 0.0);
+    opencv::core::in_range(image, &lower, &upper, &mut mask).unwrap();
+    opencv::core::count_non_zero(&mask).unwrap()
+}
+
+/// A 12 s, 640x360, 15 fps H.264 video: a still textured scene; a 100x100 white box enters from the left
+/// at 4 s, crosses, and has left the frame by 8 s.
+pub fn motion_video(dir: &Path) -> PathBuf {
+    let path = dir.join("motion_4_8.mp4");
+    let filter = "[0:v]colorchannelmixer=rr=0.5:gg=0.5:bb=0.5[bg];\
+                  [bg][1:v]overlay=x='if(lt(t,4),-200,if(lt(t,8),-100+(t-4)*210,800))':y=130:shortest=1,\
+                  format=yuv420p[v]";
+    let status = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "smptebars=size=640x360:rate=15",
+        ])
+        .args(["-f", "lavfi", "-i", "color=c=white:size=100x100:rate=15"])
+        .args([
+            "-filter_complex",
+            filter,
+            "-map",
+            "[v]",
+            "-t",
+            "12",
+            "-r",
+            "15",
+        ])
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-g", "15", "-bf", "0", "-pix_fmt", "yuv420p",
+        ])
+        .arg(&path)
+        .status()
+        .expect("run ffmpeg");
+    assert!(status.success(), "ffmpeg failed to make the test video");
+    path
+}
