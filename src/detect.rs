@@ -66,8 +66,8 @@ pub fn detect_file(
         if let Some(ready) = ready {
             on_clip(DetectedClip {
                 clip: ready.clip.path.display().to_string(),
-                start: ready.first_pts.as_secs_f64(),
-                end: (ready.last_pts + frame_interval).as_secs_f64(),
+                start: millis(ready.first_pts),
+                end: millis(ready.last_pts + frame_interval),
                 frames: ready.frames,
                 boxes: ready.boxes,
             });
@@ -97,4 +97,9 @@ pub fn detect_file(
     };
     report(recorder.handle(motion.handle(end)?)?);
     Ok(())
+}
+
+/// Seconds, rounded to the millisecond.
+fn millis(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1000.0).round() / 1000.0
 }

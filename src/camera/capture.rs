@@ -19,9 +19,10 @@ const FALLBACK_FPS: f64 = 15.0;
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     #[error(
-        "could not open the stream within {timeout:?} (camera off or unreachable, wrong path, or wrong user/password)"
+        "could not open the stream (gave up after {:.1} s: camera off or unreachable, wrong path, or wrong user/password)",
+        .after.as_secs_f64()
     )]
-    OpenFailed { timeout: Duration },
+    OpenFailed { after: Duration },
     #[error("the stream delivered no frame within {timeout:?} (camera frozen or gone)")]
     NoFrame { timeout: Duration },
     #[error("OpenCV: {0}")]
@@ -44,6 +45,7 @@ impl CameraStream {
             videoio::CAP_PROP_READ_TIMEOUT_MSEC,
             millis(settings.read_timeout),
         ]);
+        let started = std::time::Instant::now();
         let capture = VideoCapture::from_file_with_params(
             settings.url.expose(),
             videoio::CAP_FFMPEG,
@@ -51,7 +53,7 @@ impl CameraStream {
         )?;
         if !capture.is_opened()? {
             return Err(CaptureError::OpenFailed {
-                timeout: settings.open_timeout,
+                after: started.elapsed(),
             });
         }
         let info = stream_info(&capture)?;
