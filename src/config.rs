@@ -369,7 +369,7 @@ fn sanitize_name(raw: &str) -> String {
     }
 }
 
-fn parse_storage(raw: &RawEnv) -> Result<StorageSettings, ConfigError> {
+pub fn parse_storage(raw: &RawEnv) -> Result<StorageSettings, ConfigError> {
     match (
         non_empty(&raw.az_storage_connstring),
         non_empty(&raw.az_container_name),

@@ -57,6 +57,11 @@ impl AzureSink {
         })
     }
 
+    /// The container's client, for tools that read clips back.
+    pub fn container_client(&self) -> &ContainerClient {
+        &self.container
+    }
+
     /// Creates the container unless it exists; returns whether it was created.
     async fn ensure_container(&self) -> Result<bool, UploadError> {
         if self.container_ready.load(Ordering::Relaxed) {

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Every check CI runs, on a fresh Debian 12 machine: set-up, formatting, lints, unit and end-to-end tests
+# (the end-to-end tests start the RTSP test camera and Azurite themselves, on 127.0.0.1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+echo "== cargo test"
+# Two at a time: each end-to-end test runs a camera, Azurite and the service on a 2-core machine.
+cargo test --locked -- --test-threads 2
