@@ -2,12 +2,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::SystemTime;
 
 use clap::{Parser, Subcommand};
 use dachavideo::config::{self, ConfigError, LogFormat, ServiceConfig, Settings, StorageSettings};
 use dachavideo::shutdown::Shutdown;
 use dachavideo::upload::ConfiguredSink;
-use dachavideo::{check, detect, pipeline, telemetry};
+use dachavideo::{check, detect, health, pipeline, telemetry};
 use tracing::{error, info};
 
 const EXIT_FAILURE: u8 = 1;
@@ -30,6 +31,8 @@ enum Command {
     Run,
     /// Validate the configuration, try the camera and the storage once, print a report.
     Check,
+    /// Exit 0 if the running service is healthy (a camera frame within HEALTH_MAX_FRAME_AGE), else 1.
+    Health,
     /// Run the detector and recorder over a video file; print one JSON line per clip.
     Detect {
         /// The video file to scan.
@@ -52,6 +55,10 @@ pub fn main(cli: Cli) -> ExitCode {
         },
         Command::Check => match ServiceConfig::from_raw(&raw) {
             Ok(config) => run_check(config),
+            Err(e) => config_error(&e),
+        },
+        Command::Health => match ServiceConfig::from_raw(&raw) {
+            Ok(config) => run_health(&config),
             Err(e) => config_error(&e),
         },
         Command::Detect { video, out } => match Settings::from_raw(&raw) {
@@ -127,6 +134,23 @@ fn run_check(config: ServiceConfig) -> ExitCode {
         ExitCode::from(EXIT_FAILURE)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn run_health(config: &ServiceConfig) -> ExitCode {
+    match health::assess(
+        &config.spool_dir,
+        SystemTime::now(),
+        config.health_max_frame_age,
+    ) {
+        Ok(summary) => {
+            println!("healthy: {summary}");
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            println!("unhealthy: {reason}");
+            ExitCode::from(EXIT_FAILURE)
+        }
     }
 }
 

@@ -61,6 +61,8 @@ pub struct RawEnv {
     pub shutdown_grace: String,
     #[envconfig(from = "LOG_FORMAT", default = "text")]
     pub log_format: String,
+    #[envconfig(from = "HEALTH_MAX_FRAME_AGE", default = "60s")]
+    pub health_max_frame_age: String,
 }
 
 impl RawEnv {
@@ -218,6 +220,8 @@ pub struct ServiceConfig {
     pub storage: StorageSettings,
     pub spool_dir: PathBuf,
     pub shutdown_grace: Duration,
+    /// `dachavideo health` reports unhealthy when no camera frame arrived for this long.
+    pub health_max_frame_age: Duration,
     pub log_format: LogFormat,
 }
 
@@ -269,6 +273,10 @@ impl ServiceConfig {
             storage: parse_storage(raw)?,
             spool_dir: parse_dir("SPOOL_DIR", &raw.spool_dir)?,
             shutdown_grace: parse_duration("SHUTDOWN_GRACE", &raw.shutdown_grace)?,
+            health_max_frame_age: parse_duration(
+                "HEALTH_MAX_FRAME_AGE",
+                &raw.health_max_frame_age,
+            )?,
             log_format: shared.log_format,
         })
     }

@@ -9,6 +9,7 @@ pub mod camera;
 pub mod check;
 pub mod config;
 pub mod detect;
+pub mod health;
 pub mod motion;
 pub mod pipeline;
 pub mod recorder;

@@ -2,15 +2,17 @@
 //! tokio task, bounded channels between them. Owns the threads and tasks and the order of shutdown:
 //! stop capture, close the open clip, give pending uploads `SHUTDOWN_GRACE`, return.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::ServiceConfig;
+use crate::health::{self, FrameWatch};
 use crate::recorder::Recorder;
 use crate::shutdown::Shutdown;
 use crate::spool::Spool;
@@ -51,10 +53,17 @@ pub async fn run<S: ClipSink + 'static>(
 
     let (frames_tx, frames_rx) = crossbeam_channel::bounded(STAGE_QUEUE_FRAMES);
     let (verdicts_tx, verdicts_rx) = crossbeam_channel::bounded(STAGE_QUEUE_FRAMES);
+    let frames_seen = FrameWatch::default();
     let camera_thread = spawn_stage("camera", {
-        let (settings, shutdown) = (config.camera.clone(), shutdown.clone());
-        move || camera::run(&settings, &frames_tx, &shutdown)
+        let (settings, frames_seen, shutdown) =
+            (config.camera.clone(), frames_seen.clone(), shutdown.clone());
+        move || camera::run(&settings, &frames_tx, &frames_seen, &shutdown)
     })?;
+    let status_task = tokio::spawn(write_status_until_shutdown(
+        config.spool_dir.clone(),
+        frames_seen,
+        shutdown.clone(),
+    ));
     let motion_thread = spawn_stage("motion", {
         let (settings, shutdown) = (config.motion.clone(), shutdown.clone());
         move || motion::run(settings, &frames_rx, &verdicts_tx, &shutdown)
@@ -93,8 +102,39 @@ pub async fn run<S: ClipSink + 'static>(
     }
     let _ = tokio::time::timeout_at(deadline, join_stage(motion_thread)).await;
     drop(camera_thread);
+    status_task.abort();
+    // A stopped service is not healthy: take the status away at once rather than let it go stale.
+    let _ = std::fs::remove_file(health::status_path(&config.spool_dir));
     info!(ms = started.elapsed().as_millis() as u64, "stopped");
     Ok(())
+}
+
+/// Keeps the status file for `dachavideo health` fresh.
+async fn write_status_until_shutdown(
+    spool_dir: PathBuf,
+    frames_seen: FrameWatch,
+    shutdown: Shutdown,
+) {
+    let started_ms = health::unix_millis(SystemTime::now());
+    let mut warned = false;
+    while !shutdown.is_requested() {
+        let status = health::Status {
+            pid: std::process::id(),
+            started_ms,
+            updated_ms: health::unix_millis(SystemTime::now()),
+            last_frame_ms: frames_seen.last_frame(),
+        };
+        if let Err(e) = health::write_status(&spool_dir, &status) {
+            if !warned {
+                warn!(error = %e, "cannot write the health status; `dachavideo health` will report unhealthy");
+                warned = true;
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(health::STATUS_INTERVAL) => {}
+            () = shutdown.requested() => {}
+        }
+    }
 }
 
 fn spawn_stage(name: &str, body: impl FnOnce() + Send + 'static) -> anyhow::Result<JoinHandle<()>> {

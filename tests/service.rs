@@ -242,3 +242,38 @@ fn a_wrong_account_key_keeps_clips_on_disk_and_says_why() {
     assert!(!service.log().contains(&wrong_key[..20]));
     service.assert_no_secrets();
 }
+
+#[test]
+fn health_is_good_while_frames_arrive_and_bad_when_the_camera_or_the_service_is_gone() {
+    let mut camera = Camera::start(false);
+    let env = service_env(&camera, None, &[("HEALTH_MAX_FRAME_AGE", "4s")]);
+    let health = |service: &Service| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_dachavideo"))
+            .arg("health")
+            .current_dir(service.dir.path())
+            .env_clear()
+            .envs(&env)
+            .output()
+            .expect("run dachavideo health");
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).trim().to_string())
+    };
+    let mut service = Service::start(&[], &env);
+    service.wait_for("camera connected", 1, Duration::from_secs(20));
+    assert!(
+        wait_until(Duration::from_secs(10), || health(&service).0 == Some(0)),
+        "never healthy: {:?}",
+        health(&service)
+    );
+    camera.kill();
+    assert!(
+        wait_until(Duration::from_secs(15), || health(&service).0 == Some(1)),
+        "still healthy without a camera: {:?}",
+        health(&service)
+    );
+    assert!(health(&service).1.contains("no frame from the camera"), "{:?}", health(&service));
+    service.terminate();
+    assert_eq!(service.wait_exit(Duration::from_secs(20)).map(|s| s.code()), Some(Some(0)));
+    let (code, text) = health(&service);
+    assert_eq!(code, Some(1));
+    assert!(text.contains("not running"), "{text}");
+}

@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 pub use capture::{CameraStream, CaptureError, FFMPEG_CAPTURE_OPTIONS, stream_info};
 
 use crate::config::CameraSettings;
+use crate::health::FrameWatch;
 use crate::shutdown::Shutdown;
 use crate::stream::{Frame, StreamEvent, Timestamp};
 
@@ -42,7 +43,12 @@ impl LiveClock {
 }
 
 /// Runs until shutdown: connect, read, reconnect.
-pub fn run(settings: &CameraSettings, output: &Sender<StreamEvent<Frame>>, shutdown: &Shutdown) {
+pub fn run(
+    settings: &CameraSettings,
+    output: &Sender<StreamEvent<Frame>>,
+    frames_seen: &FrameWatch,
+    shutdown: &Shutdown,
+) {
     let clock = LiveClock::default();
     let mut seq = 0_u64;
     while !shutdown.is_requested() {
@@ -61,7 +67,8 @@ pub fn run(settings: &CameraSettings, output: &Sender<StreamEvent<Frame>>, shutd
                 if output.send(StreamEvent::Started(info)).is_err() {
                     return;
                 }
-                let reason = pump_frames(&mut stream, &clock, &mut seq, output, shutdown);
+                let reason =
+                    pump_frames(&mut stream, &clock, &mut seq, output, frames_seen, shutdown);
                 if shutdown.is_requested() {
                     let _ = output.send(StreamEvent::Ended {
                         reason: "shutdown".into(),
@@ -97,6 +104,7 @@ fn pump_frames(
     clock: &LiveClock,
     seq: &mut u64,
     output: &Sender<StreamEvent<Frame>>,
+    frames_seen: &FrameWatch,
     shutdown: &Shutdown,
 ) -> String {
     let mut dropped = 0_u64;
@@ -105,6 +113,7 @@ fn pump_frames(
             Ok(image) => image,
             Err(error) => return error.to_string(),
         };
+        frames_seen.frame_arrived();
         *seq += 1;
         let frame = Frame {
             image,
