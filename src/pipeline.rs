@@ -124,11 +124,11 @@ async fn write_status_until_shutdown(
             updated_ms: health::unix_millis(SystemTime::now()),
             last_frame_ms: frames_seen.last_frame(),
         };
-        if let Err(e) = health::write_status(&spool_dir, &status) {
-            if !warned {
-                warn!(error = %e, "cannot write the health status; `dachavideo health` will report unhealthy");
-                warned = true;
-            }
+        if let Err(e) = health::write_status(&spool_dir, &status)
+            && !warned
+        {
+            warn!(error = %e, "cannot write the health status; `dachavideo health` will report unhealthy");
+            warned = true;
         }
         tokio::select! {
             () = tokio::time::sleep(health::STATUS_INTERVAL) => {}

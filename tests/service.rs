@@ -255,7 +255,10 @@ fn health_is_good_while_frames_arrive_and_bad_when_the_camera_or_the_service_is_
             .envs(&env)
             .output()
             .expect("run dachavideo health");
-        (output.status.code(), String::from_utf8_lossy(&output.stdout).trim().to_string())
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        )
     };
     let mut service = Service::start(&[], &env);
     service.wait_for("camera connected", 1, Duration::from_secs(20));
@@ -270,9 +273,16 @@ fn health_is_good_while_frames_arrive_and_bad_when_the_camera_or_the_service_is_
         "still healthy without a camera: {:?}",
         health(&service)
     );
-    assert!(health(&service).1.contains("no frame from the camera"), "{:?}", health(&service));
+    assert!(
+        health(&service).1.contains("no frame from the camera"),
+        "{:?}",
+        health(&service)
+    );
     service.terminate();
-    assert_eq!(service.wait_exit(Duration::from_secs(20)).map(|s| s.code()), Some(Some(0)));
+    assert_eq!(
+        service.wait_exit(Duration::from_secs(20)).map(|s| s.code()),
+        Some(Some(0))
+    );
     let (code, text) = health(&service);
     assert_eq!(code, Some(1));
     assert!(text.contains("not running"), "{text}");
