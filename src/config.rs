@@ -15,6 +15,8 @@ use envconfig::Envconfig;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
+use crate::spool::SpoolLimits;
+
 /// A configuration value that cannot be used; `Display` is one line naming the variable.
 #[derive(Debug, thiserror::Error)]
 #[error("{variable}: {reason}")]
@@ -61,6 +63,10 @@ pub struct RawEnv {
     pub shutdown_grace: String,
     #[envconfig(from = "LOG_FORMAT", default = "text")]
     pub log_format: String,
+    #[envconfig(from = "SPOOL_MAX_BYTES", default = "4GiB")]
+    pub spool_max_bytes: String,
+    #[envconfig(from = "SPOOL_MIN_FREE", default = "256MiB")]
+    pub spool_min_free: String,
     #[envconfig(from = "HEALTH_MAX_FRAME_AGE", default = "60s")]
     pub health_max_frame_age: String,
 }
@@ -219,6 +225,7 @@ pub struct ServiceConfig {
     pub recorder: RecorderSettings,
     pub storage: StorageSettings,
     pub spool_dir: PathBuf,
+    pub spool_limits: SpoolLimits,
     pub shutdown_grace: Duration,
     /// `dachavideo health` reports unhealthy when no camera frame arrived for this long.
     pub health_max_frame_age: Duration,
@@ -272,6 +279,10 @@ impl ServiceConfig {
             },
             storage: parse_storage(raw)?,
             spool_dir: parse_dir("SPOOL_DIR", &raw.spool_dir)?,
+            spool_limits: SpoolLimits {
+                max_bytes: parse_bytes("SPOOL_MAX_BYTES", &raw.spool_max_bytes)?,
+                min_free_bytes: parse_bytes("SPOOL_MIN_FREE", &raw.spool_min_free)?,
+            },
             shutdown_grace: parse_duration("SHUTDOWN_GRACE", &raw.shutdown_grace)?,
             health_max_frame_age: parse_duration(
                 "HEALTH_MAX_FRAME_AGE",
@@ -297,6 +308,18 @@ fn parse_duration(variable: &'static str, raw: &str) -> Result<Duration, ConfigE
         return Err(ConfigError::new(variable, "must be longer than zero"));
     }
     Ok(duration)
+}
+
+fn parse_bytes(variable: &'static str, raw: &str) -> Result<u64, ConfigError> {
+    raw.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|_| {
+            ConfigError::new(
+                variable,
+                format!("{raw:?} is not a size; use e.g. 4GiB, 500MB, 1000000"),
+            )
+        })
 }
 
 fn parse_min_area(raw: &str) -> Result<f64, ConfigError> {
@@ -502,6 +525,8 @@ mod tests {
         assert_eq!(config.camera.reconnect_interval, Duration::from_secs(10));
         assert_eq!(config.motion.min_area, 5000.0);
         assert_eq!(config.shutdown_grace, Duration::from_secs(20));
+        assert_eq!(config.spool_limits.max_bytes, 4 << 30);
+        assert_eq!(config.spool_limits.min_free_bytes, 256 << 20);
         assert_eq!(config.recorder.camera_name, "192.168.1.20");
         assert!(
             matches!(config.storage, StorageSettings::LocalDir(ref d) if d == &PathBuf::from("clips"))
@@ -536,6 +561,8 @@ mod tests {
             ("CAMERA_READ_TIMEOUT", "-1s"),
             ("MOTION_MIN_AREA", "big"),
             ("LOG_FORMAT", "xml"),
+            ("SPOOL_MAX_BYTES", "lots"),
+            ("SPOOL_MIN_FREE", "-1MB"),
         ] {
             let error = service(&[url, (variable, value)]).unwrap_err();
             assert_eq!(error.variable, variable, "{error}");

@@ -35,9 +35,13 @@ pub async fn run<S: ClipSink + 'static>(
             config.spool_dir.display()
         )
     })?;
-    let salvaged = spool
-        .salvage_interrupted()
+    let spool = spool.with_limits(config.spool_limits);
+    let salvage = spool
+        .salvage_interrupted(&config.recorder.camera_name, recorder::inspect_clip)
         .context("salvaging interrupted recordings")?;
+    spool
+        .enforce_limits()
+        .context("applying the spool's size limits")?;
     let waiting = spool.pending().context("reading the spool")?;
     info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -47,7 +51,8 @@ pub async fn run<S: ClipSink + 'static>(
         spool = %config.spool_dir.display(),
         record = %humantime::format_duration(config.recorder.record_duration),
         waiting = waiting.len(),
-        salvaged = salvaged.len(),
+        salvaged = salvage.salvaged.len(),
+        quarantined = salvage.quarantined.len(),
         "dachavideo started"
     );
 

@@ -20,7 +20,7 @@ pub use writer::{ClipWriter, WriterError};
 
 use crate::config::RecorderSettings;
 use crate::shutdown::Shutdown;
-use crate::spool::{ClipName, Spool, SpooledClip};
+use crate::spool::{ClipFacts, ClipName, Spool, SpooledClip, free_bytes};
 use crate::stream::{StreamEvent, StreamInfo, Timestamp, Verdict};
 
 /// A clip that was closed and committed to the spool.
@@ -67,6 +67,7 @@ pub struct Recorder {
     stream: Option<StreamInfo>,
     open: Option<OpenClip>,
     last_stem_second: Option<(u64, u32)>,
+    out_of_room: bool,
 }
 
 impl Recorder {
@@ -78,6 +79,7 @@ impl Recorder {
             stream: None,
             open: None,
             last_stem_second: None,
+            out_of_room: false,
         }
     }
 
@@ -119,9 +121,16 @@ impl Recorder {
                 clip: clip.clone(),
                 source,
             })?;
+        let frame_seconds = self.stream.map(|s| 1.0 / s.fps).unwrap_or_default();
+        let facts = ClipFacts {
+            seconds: open.last_pts.saturating_sub(open.started.pts).as_secs_f64() + frame_seconds,
+            frames: open.frames,
+            boxes: open.boxes,
+            salvaged: false,
+        };
         let spooled = self
             .spool
-            .commit(&open.name)
+            .commit(&open.name, &self.settings.camera_name, &facts)
             .map_err(|source| RecorderError::Spool { clip, source })?;
         Ok(Some(ClipReady {
             clip: spooled,
@@ -157,6 +166,16 @@ impl Recorder {
             .on_frame(verdict.frame.at.pts, verdict.has_motion());
         if action.finish {
             finished = self.close_clip()?;
+        }
+        let check_room = action.start
+            || (action.write
+                && self
+                    .open
+                    .as_ref()
+                    .is_some_and(|o| o.frames % stream.fps.round().max(1.0) as u64 == 0));
+        if check_room && !self.room_to_record() {
+            // Close what we have cleanly rather than let the disk fill mid-write.
+            return Ok(self.finish()?.or(finished));
         }
         if action.start {
             self.start(
@@ -225,6 +244,28 @@ impl Recorder {
         Ok(())
     }
 
+    /// Whether the spool's disk has room for recording, after deleting old clips if needed. Logs once
+    /// when recording stops for lack of space and once when it can go on.
+    fn room_to_record(&mut self) -> bool {
+        let room = self.spool.has_room() || {
+            if let Err(e) = self.spool.enforce_limits() {
+                error!(error = %e, "cannot apply the spool's size limits");
+            }
+            self.spool.has_room()
+        };
+        if room && self.out_of_room {
+            info!("disk space is back: recording again");
+        } else if !room && !self.out_of_room {
+            error!(
+                spool = %self.spool.root().display(),
+                free_bytes = free_bytes(self.spool.root()).unwrap_or_default(),
+                "disk full (under SPOOL_MIN_FREE): the clip is closed and nothing is recorded until space is free"
+            );
+        }
+        self.out_of_room = !room;
+        room
+    }
+
     /// A name for a clip starting at `wall`, with a suffix if another clip started in the same second.
     fn unique_name(&mut self, wall: SystemTime) -> ClipName {
         let second = wall
@@ -243,6 +284,31 @@ impl Recorder {
         self.last_stem_second = Some((second, duplicate));
         name
     }
+}
+
+/// Decodes a clip file to the end: how many frames it holds, and how long they last. For recordings a
+/// crash left behind, to tell a salvageable file from a broken one.
+pub fn inspect_clip(path: &std::path::Path) -> Result<ClipFacts, String> {
+    use opencv::prelude::*;
+    use opencv::videoio::{self, VideoCapture};
+    let mut capture =
+        VideoCapture::from_file(path, videoio::CAP_FFMPEG).map_err(|e| e.to_string())?;
+    if !capture.is_opened().map_err(|e| e.to_string())? {
+        return Err("not a readable video".into());
+    }
+    let fps = capture.get(videoio::CAP_PROP_FPS).unwrap_or_default();
+    let mut frames = 0_u64;
+    let mut image = opencv::core::Mat::default();
+    while capture.read(&mut image).unwrap_or(false) && !image.empty() {
+        frames += 1;
+    }
+    let seconds = if fps > 0.0 { frames as f64 / fps } else { 0.0 };
+    Ok(ClipFacts {
+        seconds,
+        frames,
+        boxes: 0,
+        salvaged: true,
+    })
 }
 
 /// Logs a finished clip.
@@ -342,10 +408,18 @@ mod tests {
             clips.iter().map(|c| c.clip.blob_name.clone()).collect();
         assert_eq!(names.len(), 3, "{names:?}");
         assert_eq!(spool.pending().unwrap().len(), 3);
+        let left_open = spool.salvage_interrupted("cam", inspect_clip).unwrap();
         assert!(
-            spool.salvage_interrupted().unwrap().is_empty(),
-            "no clip was left open"
+            left_open.salvaged.is_empty() && left_open.quarantined.is_empty(),
+            "no clip was left open: {left_open:?}"
         );
+        for clip in &clips {
+            let inspected = inspect_clip(&clip.clip.path).unwrap();
+            assert_eq!(
+                inspected.frames, clip.frames,
+                "the file holds every frame written"
+            );
+        }
     }
 
     #[test]

@@ -39,7 +39,7 @@ impl ClipWriter {
             "appsrc ! videoconvert ! video/x-raw,format=I420 \
              ! x264enc speed-preset=ultrafast tune=zerolatency key-int-max={key_interval} \
              ! video/x-h264,profile=constrained-baseline ! h264parse \
-             ! mp4mux fragment-duration=1000 ! filesink location=\"{location}\""
+             ! mp4mux fragment-duration=1000 ! filesink buffer-mode=unbuffered location=\"{location}\""
         );
         let writer =
             VideoWriter::new_with_backend(&pipeline, videoio::CAP_GSTREAMER, 0, fps, size, true)?;

@@ -51,6 +51,26 @@ impl ClipName {
         })
     }
 
+    pub fn camera(&self) -> Option<&str> {
+        Some(self.camera.as_str()).filter(|c| !c.is_empty())
+    }
+
+    /// The start time the name carries, as RFC 3339 UTC (`2026-11-18T11:06:40Z`).
+    pub fn start_rfc3339(&self) -> String {
+        let stamp = self.stem.get(..16).unwrap_or_default();
+        time::PrimitiveDateTime::parse(
+            stamp,
+            format_description!("[year][month][day]T[hour][minute][second]Z"),
+        )
+        .ok()
+        .and_then(|t| {
+            t.assume_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+    }
+
     pub fn blob_name(&self) -> String {
         format!("{}/{}/{}.mp4", self.camera, self.day, self.stem)
     }
@@ -76,6 +96,7 @@ mod tests {
             ClipName::from_relative_path(&name.relative_path()),
             Some(name.clone())
         );
+        assert_eq!(name.start_rfc3339(), "2026-11-18T11:06:40Z");
         assert_eq!(
             ClipName::new("gate", start, 2).blob_name(),
             "gate/2026-11-18/20261118T110640Z-2.mp4"

@@ -6,6 +6,8 @@
 //! restart. The uploader takes the oldest first and removes a clip only after its upload was confirmed.
 
 mod clip_name;
+mod limits;
+mod sidecar;
 
 use std::fs;
 use std::io;
@@ -13,11 +15,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
-use tracing::warn;
+use tracing::{error, warn};
 
 pub use clip_name::ClipName;
+pub use limits::{SpoolLimits, free_bytes};
+pub use sidecar::{ClipFacts, ClipMeta, base64_md5, md5_of_file, sidecar_path};
 
 const RECORDING_DIR: &str = ".recording";
+const QUARANTINE_DIR: &str = ".quarantine";
 const CLIP_EXTENSION: &str = "mp4";
 
 /// A finished clip waiting on disk.
@@ -34,6 +39,7 @@ pub struct SpooledClip {
 pub struct Spool {
     root: PathBuf,
     clip_ready: Arc<Notify>,
+    limits: SpoolLimits,
 }
 
 impl Spool {
@@ -43,7 +49,46 @@ impl Spool {
         Ok(Self {
             root: root.to_path_buf(),
             clip_ready: Arc::new(Notify::new()),
+            limits: SpoolLimits::NONE,
         })
+    }
+
+    /// The same spool, bounded by `limits` (enforced after every commit and by [`Spool::enforce_limits`]).
+    pub fn with_limits(self, limits: SpoolLimits) -> Self {
+        Self { limits, ..self }
+    }
+
+    /// Deletes the oldest finished clips while the spool holds more than its maximum or its filesystem
+    /// has less free space than its floor; the newest clip is always kept. Returns what was deleted.
+    pub fn enforce_limits(&self) -> io::Result<Vec<SpooledClip>> {
+        let mut pending = self.pending()?;
+        let mut total: u64 = pending.iter().map(|c| c.size).sum();
+        let mut dropped = Vec::new();
+        while pending.len() > 1 {
+            let free = free_bytes(&self.root)?;
+            if total <= self.limits.max_bytes && free >= self.limits.min_free_bytes {
+                break;
+            }
+            let oldest = pending.remove(0);
+            self.remove(&oldest)?;
+            total -= oldest.size;
+            error!(
+                clip = %oldest.blob_name,
+                bytes = oldest.size,
+                spool_bytes = total,
+                free_bytes = free,
+                max_bytes = self.limits.max_bytes,
+                min_free_bytes = self.limits.min_free_bytes,
+                "spool full: deleted the oldest clip before it could be uploaded"
+            );
+            dropped.push(oldest);
+        }
+        Ok(dropped)
+    }
+
+    /// Whether the spool's filesystem has more free space than the floor (true when it cannot tell).
+    pub fn has_room(&self) -> bool {
+        free_bytes(&self.root).map_or(true, |free| free >= self.limits.min_free_bytes)
     }
 
     pub fn root(&self) -> &Path {
@@ -69,15 +114,41 @@ impl Spool {
                 .exists()
     }
 
-    /// Makes a closed recording a finished clip: syncs it, renames it into place, wakes the uploader.
-    pub fn commit(&self, name: &ClipName) -> io::Result<SpooledClip> {
+    /// Makes a closed recording a finished clip: syncs it, writes its sidecar, renames it into place,
+    /// wakes the uploader.
+    pub fn commit(
+        &self,
+        name: &ClipName,
+        camera: &str,
+        facts: &ClipFacts,
+    ) -> io::Result<SpooledClip> {
         let recording = self.root.join(RECORDING_DIR).join(name.relative_path());
         let finished = self.root.join(name.relative_path());
         fs::File::open(&recording)?.sync_all()?;
+        let (digest, bytes) = md5_of_file(&recording)?;
+        let meta = ClipMeta {
+            camera: camera.to_string(),
+            start: name.start_rfc3339(),
+            seconds: facts.seconds,
+            frames: facts.frames,
+            boxes: facts.boxes,
+            bytes,
+            md5: base64_md5(&digest),
+            salvaged: facts.salvaged,
+        };
         if let Some(parent) = finished.parent() {
             fs::create_dir_all(parent)?;
         }
+        // The sidecar first: a clip in place always has one.
+        let sidecar = sidecar_path(&finished);
+        let partial = sidecar.with_extension("json.part");
+        fs::write(&partial, serde_json::to_vec_pretty(&meta)?)?;
+        fs::File::open(&partial)?.sync_all()?;
+        fs::rename(&partial, &sidecar)?;
         fs::rename(&recording, &finished)?;
+        if let Err(e) = self.enforce_limits() {
+            error!(error = %e, "cannot apply the spool's size limits");
+        }
         if let Some(parent) = finished.parent() {
             // Make the rename itself durable (power cuts on SD cards).
             fs::File::open(parent)?.sync_all()?;
@@ -128,9 +199,43 @@ impl Spool {
         Ok(clips)
     }
 
-    /// Deletes a clip whose upload was confirmed.
+    /// The clip's sidecar; for a clip without one (put there by hand), one made from the file.
+    pub fn meta(&self, clip: &SpooledClip) -> io::Result<ClipMeta> {
+        match fs::read(sidecar_path(&clip.path)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(io::Error::other),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let (digest, bytes) = md5_of_file(&clip.path)?;
+                let name = ClipName::from_relative_path(Path::new(&clip.blob_name));
+                Ok(ClipMeta {
+                    camera: clip
+                        .blob_name
+                        .split('/')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                    start: name.map(|n| n.start_rfc3339()).unwrap_or_default(),
+                    seconds: 0.0,
+                    frames: 0,
+                    boxes: 0,
+                    bytes,
+                    md5: base64_md5(&digest),
+                    salvaged: false,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes a clip whose upload was confirmed, with its sidecar.
     pub fn remove(&self, clip: &SpooledClip) -> io::Result<()> {
-        fs::remove_file(&clip.path)
+        // Either may be gone already (the limits and the uploader can race for the oldest clip).
+        for path in [clip.path.clone(), sidecar_path(&clip.path)] {
+            match fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Completes when a clip was committed since the last call (or one is already signalled).
@@ -138,36 +243,74 @@ impl Spool {
         self.clip_ready.notified().await;
     }
 
-    /// Recordings an earlier run left open (crash, power cut). Their fragmented MP4 is readable up to the
-    /// last fragment, so they are committed as finished clips rather than lost.
-    pub fn salvage_interrupted(&self) -> io::Result<Vec<SpooledClip>> {
+    /// Recordings an earlier run left open (crash, power cut). `inspect` decodes one and returns what it
+    /// holds; a readable one is committed as a finished clip (marked salvaged), an unreadable one is moved
+    /// to `.quarantine/` with an error line. Nothing is deleted but empty files.
+    pub fn salvage_interrupted(
+        &self,
+        camera: &str,
+        inspect: impl Fn(&Path) -> Result<ClipFacts, String>,
+    ) -> io::Result<Salvage> {
         let recording_root = self.root.join(RECORDING_DIR);
-        let mut salvaged = Vec::new();
-        for entry in walkdir::WalkDir::new(&recording_root).min_depth(1) {
-            let entry = entry.map_err(io::Error::other)?;
-            if !entry.file_type().is_file() {
-                continue;
-            }
-            let Some(name) = entry
-                .path()
+        let mut outcome = Salvage::default();
+        let files: Vec<PathBuf> = walkdir::WalkDir::new(&recording_root)
+            .min_depth(1)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .map(walkdir::DirEntry::into_path)
+            .collect();
+        for path in files {
+            let Some(name) = path
                 .strip_prefix(&recording_root)
                 .ok()
                 .and_then(ClipName::from_relative_path)
             else {
-                warn!(path = %entry.path().display(), "unexpected file in the spool's recording folder; left alone");
+                warn!(path = %path.display(), "unexpected file in the spool's recording folder; left alone");
                 continue;
             };
-            if entry.metadata().map_err(io::Error::other)?.len() == 0 {
-                warn!(path = %entry.path().display(), "interrupted recording is empty; removed");
-                fs::remove_file(entry.path())?;
+            if fs::metadata(&path)?.len() == 0 {
+                warn!(path = %path.display(), "interrupted recording is empty; removed");
+                fs::remove_file(&path)?;
                 continue;
             }
-            let clip = self.commit(&name)?;
-            warn!(clip = %clip.blob_name, bytes = clip.size, "salvaged a recording interrupted by a crash or power cut");
-            salvaged.push(clip);
+            match inspect(&path) {
+                Ok(facts) if facts.frames > 0 => {
+                    let camera = name.camera().unwrap_or(camera).to_string();
+                    let clip = self.commit(
+                        &name,
+                        &camera,
+                        &ClipFacts {
+                            salvaged: true,
+                            ..facts
+                        },
+                    )?;
+                    warn!(clip = %clip.blob_name, frames = facts.frames, bytes = clip.size,
+                        "salvaged a recording interrupted by a crash or power cut");
+                    outcome.salvaged.push(clip);
+                }
+                result => {
+                    let reason = result.err().unwrap_or_else(|| "no readable frame".into());
+                    let target = self.root.join(QUARANTINE_DIR).join(name.relative_path());
+                    if let Some(parent) = target.parent() {
+                        fs::create_dir_all(parent)?;
+                    }
+                    fs::rename(&path, &target)?;
+                    error!(path = %target.display(), reason = %reason,
+                        "an interrupted recording cannot be read; moved to quarantine, not uploaded");
+                    outcome.quarantined.push(target);
+                }
+            }
         }
-        Ok(salvaged)
+        Ok(outcome)
     }
+}
+
+/// What [`Spool::salvage_interrupted`] did.
+#[derive(Debug, Default)]
+pub struct Salvage {
+    pub salvaged: Vec<SpooledClip>,
+    pub quarantined: Vec<PathBuf>,
 }
 
 #[cfg(test)]
@@ -189,8 +332,17 @@ mod tests {
         path
     }
 
+    fn facts(frames: u64) -> ClipFacts {
+        ClipFacts {
+            seconds: frames as f64 / 15.0,
+            frames,
+            boxes: 3,
+            salvaged: false,
+        }
+    }
+
     #[test]
-    fn committed_clips_are_pending_oldest_first_and_recordings_are_not() {
+    fn committed_clips_are_pending_oldest_first_with_their_sidecar() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         let newer = name_at("gate", 1_800_000_100);
@@ -199,8 +351,8 @@ mod tests {
         record(&spool, &newer, b"newer");
         record(&spool, &older, b"older");
         record(&spool, &open, b"still recording");
-        spool.commit(&newer).unwrap();
-        spool.commit(&older).unwrap();
+        spool.commit(&newer, "gate", &facts(30)).unwrap();
+        spool.commit(&older, "yard", &facts(45)).unwrap();
         let pending = spool.pending().unwrap();
         let names: Vec<_> = pending.iter().map(|c| c.blob_name.as_str()).collect();
         assert_eq!(
@@ -211,21 +363,51 @@ mod tests {
             ]
         );
         assert_eq!(pending[0].size, 5);
+        let meta = spool.meta(&pending[0]).unwrap();
+        assert_eq!(
+            (meta.camera.as_str(), meta.frames, meta.boxes, meta.bytes),
+            ("yard", 45, 3, 5)
+        );
+        assert_eq!(meta.start, "2027-01-15T08:00:00Z");
+        assert_eq!(
+            meta.md5,
+            base64_md5(&md5_of_file(&pending[0].path).unwrap().0)
+        );
         spool.remove(&pending[0]).unwrap();
         assert_eq!(spool.pending().unwrap().len(), 1);
+        assert!(
+            !sidecar_path(&pending[0].path).exists(),
+            "the sidecar goes with the clip"
+        );
     }
 
     #[test]
-    fn interrupted_recordings_are_salvaged_on_open() {
+    fn readable_interrupted_recordings_are_salvaged_and_broken_ones_quarantined() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
-        let name = name_at("gate", 1_800_000_000);
-        record(&spool, &name, b"partial");
+        let readable = name_at("gate", 1_800_000_000);
+        let broken = name_at("gate", 1_800_000_050);
+        record(&spool, &readable, b"partial but readable");
+        record(&spool, &broken, b"garbage");
         record(&spool, &name_at("gate", 1_800_000_001), b"");
         let reopened = Spool::open(dir.path()).unwrap();
-        let salvaged = reopened.salvage_interrupted().unwrap();
-        assert_eq!(salvaged.len(), 1);
-        assert_eq!(salvaged[0].blob_name, name.blob_name());
-        assert_eq!(reopened.pending().unwrap(), salvaged);
+        let inspect = |path: &Path| {
+            if fs::read(path).unwrap().starts_with(b"partial") {
+                Ok(facts(20))
+            } else {
+                Err("not a video".into())
+            }
+        };
+        let outcome = reopened.salvage_interrupted("gate", inspect).unwrap();
+        assert_eq!(outcome.salvaged.len(), 1);
+        assert_eq!(outcome.salvaged[0].blob_name, readable.blob_name());
+        assert!(reopened.meta(&outcome.salvaged[0]).unwrap().salvaged);
+        assert_eq!(reopened.pending().unwrap(), outcome.salvaged);
+        assert_eq!(outcome.quarantined.len(), 1);
+        assert_eq!(
+            fs::read(&outcome.quarantined[0]).unwrap(),
+            b"garbage",
+            "quarantined, never deleted"
+        );
     }
 }

@@ -1,20 +1,23 @@
 //! A sink that puts clips into an Azure Blob Storage container (`azure_storage_blobs`).
 //!
-//! Clips go up in 4 MiB blocks, then one block list that commits the blob with its content type, so a
-//! retried upload simply replaces the same blob. The container is created when missing. Every request has
+//! Clips go up in 4 MiB blocks, each checked against the MD5 the service reports for what it received,
+//! then one block list that commits the blob with its content type, Content-MD5 and the clip's metadata
+//! (camera, start, seconds, frames, boxes), so a retried upload simply replaces the same blob. The container is created when missing. Every request has
 //! a timeout (the SDK has none), and error messages never carry the account key or a SAS signature.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use azure_core::StatusCode;
+use azure_core::request_options::Metadata;
 use azure_storage::CloudLocation;
 use azure_storage_blobs::prelude::*;
+use md5::{Digest, Md5};
 use tokio::io::AsyncReadExt;
 
 use super::{ClipSink, UploadError};
 use crate::config::AzureSettings;
-use crate::spool::SpooledClip;
+use crate::spool::{ClipMeta, SpooledClip, base64_md5};
 
 const BLOCK_SIZE: usize = 4 * 1024 * 1024;
 /// Longest any single request may take (a 4 MiB block on a slow uplink included).
@@ -78,10 +81,11 @@ impl AzureSink {
 }
 
 impl ClipSink for AzureSink {
-    async fn upload(&self, clip: &SpooledClip) -> Result<(), UploadError> {
+    async fn upload(&self, clip: &SpooledClip, meta: &ClipMeta) -> Result<(), UploadError> {
         self.ensure_container().await?;
         let blob = self.container.blob_client(clip.blob_name.clone());
         let mut file = tokio::fs::File::open(&clip.path).await?;
+        let mut whole_file = Md5::new();
         let mut blocks = BlockList::default();
         for index in 0_u32.. {
             let mut chunk = Vec::with_capacity(BLOCK_SIZE);
@@ -92,15 +96,39 @@ impl ClipSink for AzureSink {
             if chunk.is_empty() && index > 0 {
                 break;
             }
+            whole_file.update(&chunk);
+            let sent: [u8; 16] = Md5::digest(&chunk).into();
             let id = BlockId::new(format!("block-{index:06}"));
-            timed(blob.put_block(id.clone(), chunk).into_future())
+            let response = timed(blob.put_block(id.clone(), chunk).into_future())
                 .await
                 .map_err(|e| self.failed(&e, "uploading a block"))?;
+            // The service reports the MD5 of what it received: a mismatch is corruption on the way.
+            if response
+                .content_md5
+                .is_some_and(|received| received.as_slice() != &sent)
+            {
+                return Err(UploadError::Transient(format!(
+                    "block {index} arrived corrupted (MD5 mismatch)"
+                )));
+            }
             blocks.blocks.push(BlobBlockType::Uncommitted(id));
+        }
+        let digest: [u8; 16] = whole_file.finalize().into();
+        if base64_md5(&digest) != meta.md5 {
+            tracing::error!(
+                clip = %clip.blob_name,
+                "the clip's bytes changed on disk since it was recorded (failing SD card?); uploading it as it is"
+            );
+        }
+        let mut metadata = Metadata::new();
+        for (key, value) in meta.as_blob_metadata() {
+            metadata.insert(key, value);
         }
         timed(
             blob.put_block_list(blocks)
                 .content_type("video/mp4")
+                .content_md5(BlobContentMD5(digest))
+                .metadata(metadata)
                 .into_future(),
         )
         .await

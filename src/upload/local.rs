@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{ClipSink, UploadError};
-use crate::spool::SpooledClip;
+use crate::spool::{ClipMeta, SpooledClip, sidecar_path};
 
 pub struct LocalDirSink {
     dir: PathBuf,
@@ -23,7 +23,7 @@ impl LocalDirSink {
 }
 
 impl ClipSink for LocalDirSink {
-    async fn upload(&self, clip: &SpooledClip) -> Result<(), UploadError> {
+    async fn upload(&self, clip: &SpooledClip, meta: &ClipMeta) -> Result<(), UploadError> {
         let destination = self.destination(clip);
         if let Some(parent) = destination.parent() {
             tokio::fs::create_dir_all(parent).await?;
@@ -33,6 +33,13 @@ impl ClipSink for LocalDirSink {
         tokio::fs::copy(&clip.path, &partial).await?;
         tokio::fs::File::open(&partial).await?.sync_all().await?;
         tokio::fs::rename(&partial, &destination).await?;
+        // The clip's facts beside it, as the sidecar in the spool.
+        let sidecar = sidecar_path(&destination);
+        tokio::fs::write(
+            &sidecar,
+            serde_json::to_vec_pretty(meta).map_err(std::io::Error::other)?,
+        )
+        .await?;
         Ok(())
     }
 

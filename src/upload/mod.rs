@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 pub use azure::AzureSink;
 pub use local::LocalDirSink;
 
-use crate::spool::{Spool, SpooledClip};
+use crate::spool::{ClipMeta, Spool, SpooledClip};
 
 /// Why an upload failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +34,11 @@ pub enum UploadError {
 /// Somewhere finished clips go.
 pub trait ClipSink: Send + Sync {
     /// Stores the clip under its blob name; Ok only once the storage confirmed it.
-    fn upload(&self, clip: &SpooledClip) -> impl Future<Output = Result<(), UploadError>> + Send;
+    fn upload(
+        &self,
+        clip: &SpooledClip,
+        meta: &ClipMeta,
+    ) -> impl Future<Output = Result<(), UploadError>> + Send;
     /// Checks the storage is reachable and writable (creating the container if needed); a line for reports.
     fn probe(&self) -> impl Future<Output = Result<String, UploadError>> + Send;
     /// Where clips go, secrets redacted.
@@ -112,7 +116,8 @@ async fn upload_one<S: ClipSink>(
     clip: &SpooledClip,
 ) -> Result<(), UploadError> {
     let started = std::time::Instant::now();
-    sink.upload(clip).await?;
+    let meta = spool.meta(clip)?;
+    sink.upload(clip, &meta).await?;
     if let Err(e) = spool.remove(clip) {
         error!(clip = %clip.blob_name, error = %e, "uploaded, but the local copy could not be deleted");
     }
@@ -142,10 +147,10 @@ impl ConfiguredSink {
 }
 
 impl ClipSink for ConfiguredSink {
-    async fn upload(&self, clip: &SpooledClip) -> Result<(), UploadError> {
+    async fn upload(&self, clip: &SpooledClip, meta: &ClipMeta) -> Result<(), UploadError> {
         match self {
-            Self::Azure(sink) => sink.upload(clip).await,
-            Self::LocalDir(sink) => sink.upload(clip).await,
+            Self::Azure(sink) => sink.upload(clip, meta).await,
+            Self::LocalDir(sink) => sink.upload(clip, meta).await,
         }
     }
 

@@ -226,25 +226,56 @@ impl Azurite {
         )
     }
 
+    /// A blob's Content-MD5 (base64) and metadata.
+    pub fn properties(
+        &self,
+        container: &str,
+        blob: &str,
+    ) -> (Option<String>, HashMap<String, String>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let client = self.container_client(container).blob_client(blob);
+            let properties = client.get_properties().await.expect("blob properties");
+            let md5 = properties
+                .blob
+                .properties
+                .content_md5
+                .map(|m| azure_core::base64::encode(m.as_slice()));
+            let metadata = properties
+                .blob
+                .metadata
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            (md5, metadata)
+        })
+    }
+
+    fn container_client(&self, container: &str) -> azure_storage_blobs::prelude::ContainerClient {
+        let credentials = azure_storage::StorageCredentials::access_key(
+            "devstoreaccount1",
+            azure_core::auth::Secret::new(AZURITE_KEY.to_string()),
+        );
+        let location = azure_storage::CloudLocation::Custom {
+            account: "devstoreaccount1".into(),
+            uri: format!("http://127.0.0.1:{}/devstoreaccount1", self.port),
+        };
+        azure_storage_blobs::prelude::ClientBuilder::with_location(location, credentials)
+            .container_client(container)
+    }
+
     /// Every blob in `container` with its bytes (empty when the container does not exist).
     pub fn blobs(&self, container: &str) -> Vec<(String, Vec<u8>)> {
-        use azure_storage_blobs::prelude::*;
         use futures::StreamExt;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         runtime.block_on(async {
-            let credentials = azure_storage::StorageCredentials::access_key(
-                "devstoreaccount1",
-                azure_core::auth::Secret::new(AZURITE_KEY.to_string()),
-            );
-            let location = azure_storage::CloudLocation::Custom {
-                account: "devstoreaccount1".into(),
-                uri: format!("http://127.0.0.1:{}/devstoreaccount1", self.port),
-            };
-            let container =
-                ClientBuilder::with_location(location, credentials).container_client(container);
+            let container = self.container_client(container);
             let mut names = Vec::new();
             let mut pages = container.list_blobs().into_stream();
             while let Some(page) = pages.next().await {
