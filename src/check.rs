@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use crate::camera::CameraStream;
+use crate::camera::{CameraStream, CaptureError, diagnose};
 use crate::config::ServiceConfig;
 use crate::upload::ClipSink;
 
@@ -30,7 +30,15 @@ pub fn check_camera(config: &ServiceConfig) -> CheckLine {
                 started.elapsed().as_secs_f64()
             )
         })
-        .map_err(|e| format!("{}: {e}", config.camera.url));
+        .map_err(|e| match e {
+            CaptureError::OpenFailed { .. } => {
+                match diagnose(&config.camera.url, config.camera.open_timeout) {
+                    Some(cause) => format!("{}: {cause}", config.camera.url),
+                    None => format!("{}: {e}", config.camera.url),
+                }
+            }
+            other => format!("{}: {other}", config.camera.url),
+        });
     CheckLine {
         what: "camera",
         outcome,

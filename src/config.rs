@@ -67,6 +67,8 @@ pub struct RawEnv {
     pub spool_max_bytes: String,
     #[envconfig(from = "SPOOL_MIN_FREE", default = "256MiB")]
     pub spool_min_free: String,
+    #[envconfig(from = "UPLOAD_RETRY_MAX", default = "5m")]
+    pub upload_retry_max: String,
     #[envconfig(from = "HEALTH_MAX_FRAME_AGE", default = "60s")]
     pub health_max_frame_age: String,
 }
@@ -226,6 +228,8 @@ pub struct ServiceConfig {
     pub storage: StorageSettings,
     pub spool_dir: PathBuf,
     pub spool_limits: SpoolLimits,
+    /// The longest wait between two tries of a failed upload.
+    pub upload_retry_max: Duration,
     pub shutdown_grace: Duration,
     /// `dachavideo health` reports unhealthy when no camera frame arrived for this long.
     pub health_max_frame_age: Duration,
@@ -283,6 +287,7 @@ impl ServiceConfig {
                 max_bytes: parse_bytes("SPOOL_MAX_BYTES", &raw.spool_max_bytes)?,
                 min_free_bytes: parse_bytes("SPOOL_MIN_FREE", &raw.spool_min_free)?,
             },
+            upload_retry_max: parse_duration("UPLOAD_RETRY_MAX", &raw.upload_retry_max)?,
             shutdown_grace: parse_duration("SHUTDOWN_GRACE", &raw.shutdown_grace)?,
             health_max_frame_age: parse_duration(
                 "HEALTH_MAX_FRAME_AGE",

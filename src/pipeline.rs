@@ -84,8 +84,9 @@ pub async fn run<S: ClipSink + 'static>(
     let capture_done = CancellationToken::new();
     let sink = Arc::new(sink);
     let uploader = tokio::spawn({
+        let retry_max = config.upload_retry_max;
         let (sink, spool, capture_done) = (Arc::clone(&sink), spool.clone(), capture_done.clone());
-        async move { upload::run(sink.as_ref(), &spool, &capture_done).await }
+        async move { upload::run(sink.as_ref(), &spool, retry_max, &capture_done).await }
     });
 
     shutdown.requested().await;

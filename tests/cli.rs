@@ -180,7 +180,10 @@ fn check_reports_camera_and_storage_and_fails_on_a_wrong_key() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(output.status.code(), Some(1), "{all}");
-    assert!(all.contains("camera   FAIL"), "{all}");
+    assert!(
+        all.contains("camera   FAIL") && all.contains("401"),
+        "{all}"
+    );
     assert!(!all.contains("not-the-password"), "{all}");
 }
 

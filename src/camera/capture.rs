@@ -25,6 +25,8 @@ pub enum CaptureError {
     OpenFailed { after: Duration },
     #[error("the stream delivered no frame within {timeout:?} (camera frozen or gone)")]
     NoFrame { timeout: Duration },
+    #[error("the frame size changed from {from:?} to {to:?}")]
+    SizeChanged { from: Size, to: Size },
     #[error("OpenCV: {0}")]
     OpenCv(#[from] opencv::Error),
 }
@@ -34,10 +36,13 @@ pub struct CameraStream {
     capture: VideoCapture,
     info: StreamInfo,
     read_timeout: Duration,
+    /// The frame read while opening, handed out by the first `read`.
+    first_frame: Option<Mat>,
 }
 
 impl CameraStream {
-    /// Opens the stream; fails within the open timeout when the camera is not there.
+    /// Opens the stream and reads its first frame (whose size is the stream's size from then on); fails
+    /// within the open timeout when the camera is not there, or the read timeout when it sends nothing.
     pub fn open(settings: &CameraSettings) -> Result<Self, CaptureError> {
         let params = Vector::<i32>::from_slice(&[
             videoio::CAP_PROP_OPEN_TIMEOUT_MSEC,
@@ -56,20 +61,40 @@ impl CameraStream {
                 after: started.elapsed(),
             });
         }
-        let info = stream_info(&capture)?;
-        Ok(Self {
+        let mut stream = Self {
+            info: stream_info(&capture)?,
             capture,
-            info,
             read_timeout: settings.read_timeout,
-        })
+            first_frame: None,
+        };
+        let first = stream.read_decoded()?;
+        stream.info.size = first.size()?;
+        stream.first_frame = Some(first);
+        Ok(stream)
     }
 
     pub fn info(&self) -> StreamInfo {
         self.info
     }
 
-    /// The next frame; an error when the stream ended or stalled past the read timeout.
+    /// The next frame; an error when the stream ended, stalled past the read timeout, or changed its
+    /// resolution (a reconnect then starts everything afresh at the new size).
     pub fn read(&mut self) -> Result<Mat, CaptureError> {
+        if let Some(first) = self.first_frame.take() {
+            return Ok(first);
+        }
+        let image = self.read_decoded()?;
+        let size = image.size()?;
+        if size != self.info.size {
+            return Err(CaptureError::SizeChanged {
+                from: self.info.size,
+                to: size,
+            });
+        }
+        Ok(image)
+    }
+
+    fn read_decoded(&mut self) -> Result<Mat, CaptureError> {
         let mut image = Mat::default();
         if self.capture.read(&mut image)? && !image.empty() {
             Ok(image)

@@ -7,6 +7,7 @@
 //! detector is behind, and the queued frames are older); stream boundaries are always delivered.
 
 mod capture;
+mod diagnose;
 
 use std::time::Instant;
 
@@ -14,6 +15,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use tracing::{debug, info, warn};
 
 pub use capture::{CameraStream, CaptureError, FFMPEG_CAPTURE_OPTIONS, stream_info};
+pub use diagnose::diagnose;
 
 use crate::config::CameraSettings;
 use crate::health::FrameWatch;
@@ -85,12 +87,18 @@ pub fn run(
                     return;
                 }
             }
-            Err(error) => warn!(
-                camera = %settings.url,
-                error = %error,
-                retry_in = %humantime::format_duration(settings.reconnect_interval),
-                "camera unreachable"
-            ),
+            Err(error) => {
+                let cause = diagnose(&settings.url, settings.open_timeout).unwrap_or_else(|| {
+                    "the camera answers RTSP; FFmpeg could not open the stream".into()
+                });
+                warn!(
+                    camera = %settings.url,
+                    error = %error,
+                    cause = %cause,
+                    retry_in = %humantime::format_duration(settings.reconnect_interval),
+                    "camera unreachable"
+                );
+            }
         }
         if shutdown.sleep(settings.reconnect_interval) {
             return;

@@ -45,13 +45,11 @@ pub trait ClipSink: Send + Sync {
     fn describe(&self) -> String;
 }
 
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
-
-/// Retry delays: 1 s doubling to at most 5 min, with jitter, forever.
-fn retry_delays() -> impl Iterator<Item = Duration> {
+/// Retry delays: 1 s doubling to at most `max` (UPLOAD_RETRY_MAX), with jitter, forever.
+fn retry_delays(max: Duration) -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
-        .with_min_delay(Duration::from_secs(1))
-        .with_max_delay(MAX_RETRY_DELAY)
+        .with_min_delay(Duration::from_secs(1).min(max))
+        .with_max_delay(max)
         .with_jitter()
         .without_max_times()
         .build()
@@ -60,8 +58,13 @@ fn retry_delays() -> impl Iterator<Item = Duration> {
 /// Uploads clips from the spool until `capture_done` is cancelled and the spool is empty. After
 /// `capture_done`, a failure ends the loop at once instead of waiting out the back-off: the clips stay in
 /// the spool for the next start. The caller bounds the whole by `SHUTDOWN_GRACE`.
-pub async fn run<S: ClipSink>(sink: &S, spool: &Spool, capture_done: &CancellationToken) {
-    let mut delays = retry_delays();
+pub async fn run<S: ClipSink>(
+    sink: &S,
+    spool: &Spool,
+    max_retry_delay: Duration,
+    capture_done: &CancellationToken,
+) {
+    let mut delays = retry_delays(max_retry_delay);
     loop {
         let pending = match spool.pending() {
             Ok(pending) => pending,
@@ -79,7 +82,7 @@ pub async fn run<S: ClipSink>(sink: &S, spool: &Spool, capture_done: &Cancellati
         }
         for clip in &pending {
             if let Err(e) = upload_one(sink, spool, clip).await {
-                let retry_in = delays.next().unwrap_or(MAX_RETRY_DELAY);
+                let retry_in = delays.next().unwrap_or(max_retry_delay);
                 warn!(
                     clip = %clip.blob_name,
                     error = %e,
@@ -97,7 +100,7 @@ pub async fn run<S: ClipSink>(sink: &S, spool: &Spool, capture_done: &Cancellati
                 }
                 break;
             }
-            delays = retry_delays();
+            delays = retry_delays(max_retry_delay);
         }
     }
 }
