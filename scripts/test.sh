@@ -10,4 +10,5 @@ echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
 # Two at a time: each end-to-end test runs a camera, Azurite and the service on a 2-core machine.
-cargo test --locked -- --test-threads 2
+# --show-output prints the fault suite's FIGURE lines (docs/RELIABILITY.md).
+cargo test --locked -- --test-threads 2 --show-output

@@ -48,6 +48,22 @@ fn a_moving_object_becomes_one_annotated_blob_and_the_local_file_is_deleted() {
         clip.frames_with_boxes * 2 >= clip.frames,
         "boxes on fewer than half the frames: {clip:?}"
     );
+    let (content_md5, metadata) = azurite.properties(CONTAINER, name);
+    assert_eq!(
+        content_md5,
+        Some(md5_base64(bytes)),
+        "Content-MD5 must match the bytes"
+    );
+    assert_eq!(
+        metadata.get("camera").map(String::as_str),
+        Some("testcam"),
+        "{metadata:?}"
+    );
+    assert_eq!(
+        metadata.get("frames"),
+        Some(&clip.frames.to_string()),
+        "{metadata:?}"
+    );
     assert!(
         service.spooled_clips().is_empty(),
         "local copy kept after upload: {:?}",

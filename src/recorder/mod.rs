@@ -68,6 +68,7 @@ pub struct Recorder {
     open: Option<OpenClip>,
     last_stem_second: Option<(u64, u32)>,
     out_of_room: bool,
+    last_room_check: Option<Duration>,
 }
 
 impl Recorder {
@@ -80,6 +81,7 @@ impl Recorder {
             open: None,
             last_stem_second: None,
             out_of_room: false,
+            last_room_check: None,
         }
     }
 
@@ -173,7 +175,7 @@ impl Recorder {
                     .open
                     .as_ref()
                     .is_some_and(|o| o.frames % stream.fps.round().max(1.0) as u64 == 0));
-        if check_room && !self.room_to_record() {
+        if check_room && !self.room_to_record(verdict.frame.at.pts) {
             // Close what we have cleanly rather than let the disk fill mid-write.
             return Ok(self.finish()?.or(finished));
         }
@@ -246,7 +248,15 @@ impl Recorder {
 
     /// Whether the spool's disk has room for recording, after deleting old clips if needed. Logs once
     /// when recording stops for lack of space and once when it can go on.
-    fn room_to_record(&mut self) -> bool {
+    fn room_to_record(&mut self, now: Duration) -> bool {
+        // While out of room, look again once a second, not on every frame.
+        let checked_recently = self
+            .last_room_check
+            .is_some_and(|last| now.saturating_sub(last) < Duration::from_secs(1));
+        if self.out_of_room && checked_recently {
+            return false;
+        }
+        self.last_room_check = Some(now);
         let room = self.spool.has_room() || {
             if let Err(e) = self.spool.enforce_limits() {
                 error!(error = %e, "cannot apply the spool's size limits");

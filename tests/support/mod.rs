@@ -309,6 +309,8 @@ pub struct Service {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
     log: PathBuf,
+    args: Vec<String>,
+    env: HashMap<String, String>,
     pub exit: Option<ExitStatus>,
 }
 
@@ -316,24 +318,74 @@ impl Service {
     /// Starts `dachavideo [args]` in a fresh working directory with exactly `env` (plus PATH).
     pub fn start(args: &[&str], env: &HashMap<String, String>) -> Self {
         let dir = tempfile::tempdir().expect("service dir");
-        let log = dir.path().join("service.log");
-        let out = fs::File::create(&log).expect("log file");
+        let mut service = Self {
+            child: None,
+            log: dir.path().join("service.log"),
+            dir,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: env.clone(),
+            exit: None,
+        };
+        service.start_again();
+        service
+    }
+
+    /// Starts the service again in the same directory (same spool), appending to the same log.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the service is still running");
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_dachavideo"))
-            .args(args)
-            .current_dir(dir.path())
+            .args(&self.args)
+            .current_dir(self.dir.path())
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .envs(env)
+            .envs(&self.env)
             .stdout(out.try_clone().expect("log file"))
             .stderr(out)
             .spawn()
             .expect("start dachavideo");
-        Self {
-            child: Some(child),
-            dir,
-            log,
-            exit: None,
+        self.child = Some(child);
+        self.exit = None;
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Kills the process with SIGKILL (a crash or power cut) and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_and_reap(&mut child);
         }
+    }
+
+    /// Resident memory in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            fs::read_to_string(format!("/proc/{}/status", self.pid().expect("running"))).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// Open file descriptors, from /proc.
+    pub fn open_fds(&self) -> usize {
+        fs::read_dir(format!("/proc/{}/fd", self.pid().expect("running")))
+            .unwrap()
+            .count()
     }
 
     pub fn spool(&self) -> PathBuf {
@@ -527,4 +579,10 @@ pub fn motion_video(dir: &Path) -> PathBuf {
         .expect("run ffmpeg");
     assert!(status.success(), "ffmpeg failed to make the test video");
     path
+}
+
+/// MD5 of `bytes`, base64, as in a Content-MD5 header.
+pub fn md5_base64(bytes: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    azure_core::base64::encode(Md5::digest(bytes))
 }
