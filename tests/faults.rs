@@ -522,13 +522,11 @@ fn a_garbage_stream_a_refusing_port_and_a_wrong_password_keep_the_service_up_wit
     let garbage = TcpListener::bind("127.0.0.1:0").unwrap();
     let garbage_port = garbage.local_addr().unwrap().port();
     std::thread::spawn(move || {
-        for stream in garbage.incoming().take(50) {
-            if let Ok(mut stream) = stream {
-                let noise: Vec<u8> = (0..4096_u32)
-                    .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-                    .collect();
-                let _ = stream.write_all(&noise);
-            }
+        for mut stream in garbage.incoming().take(50).flatten() {
+            let noise: Vec<u8> = (0..4096_u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+                .collect();
+            let _ = stream.write_all(&noise);
         }
     });
     let camera = Camera::start(true);
