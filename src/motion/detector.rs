@@ -15,6 +15,9 @@ const MIN_WARMUP_FRAMES: u32 = 10;
 /// is 1/n for the first HISTORY frames, which absorbs a moving object into the background within a couple
 /// of frames for the first half-minute; the fixed rate is its steady state from the start.)
 const HISTORY: i32 = 500;
+/// When more than this share of the frame changes at once, it is the light (a lamp, the sun behind a
+/// cloud, the camera's IR switch), not something moving: the background is learned afresh.
+const LIGHTING_CHANGE_SHARE: f64 = 0.5;
 
 pub struct MotionDetector {
     subtractor: Ptr<BackgroundSubtractorMOG2>,
@@ -23,6 +26,9 @@ pub struct MotionDetector {
     detection_size: Size,
     min_area_scaled: f64,
     warmup_left: u32,
+    warmup_frames: u32,
+    /// Times the background was learned afresh after a lighting change.
+    pub lighting_changes: u64,
     small: Mat,
     gray: Mat,
     mask: Mat,
@@ -47,6 +53,8 @@ impl MotionDetector {
             detection_size,
             min_area_scaled: settings.min_area / (scale * scale),
             warmup_left: MIN_WARMUP_FRAMES.max(info.fps.round() as u32),
+            warmup_frames: MIN_WARMUP_FRAMES.max(info.fps.round() as u32),
+            lighting_changes: 0,
             small: Mat::default(),
             gray: Mat::default(),
             mask: Mat::default(),
@@ -87,6 +95,10 @@ impl MotionDetector {
             &mut self.mask,
             learning_rate,
         )?;
+        if !self.warming_up() && self.foreground_share()? > LIGHTING_CHANGE_SHARE {
+            self.relearn()?;
+            return Ok(Vec::new());
+        }
         let no_kernel = Mat::default();
         let anchor = Point::new(-1, -1);
         let border = imgproc::morphology_default_border_value()?;
@@ -125,6 +137,29 @@ impl MotionDetector {
         Ok(boxes)
     }
 
+    fn foreground_share(&self) -> opencv::Result<f64> {
+        let pixels = f64::from(self.detection_size.width) * f64::from(self.detection_size.height);
+        Ok(f64::from(core::count_non_zero(&self.mask)?) / pixels)
+    }
+
+    /// Drops the background model and learns it again from the current frame on, as after a reconnect.
+    fn relearn(&mut self) -> opencv::Result<()> {
+        self.subtractor = video::create_background_subtractor_mog2(HISTORY, 16.0, false)?;
+        video::BackgroundSubtractorMOG2Trait::apply(
+            &mut self.subtractor,
+            &self.gray,
+            &mut self.mask,
+            -1.0,
+        )?;
+        self.warmup_left = self.warmup_frames;
+        self.lighting_changes += 1;
+        tracing::debug!(
+            changes = self.lighting_changes,
+            "lighting changed over most of the frame; relearning the background"
+        );
+        Ok(())
+    }
+
     fn to_full_resolution(&self, rect: Rect) -> Rect {
         let s = self.scale;
         Rect::new(
@@ -140,6 +175,7 @@ impl MotionDetector {
 mod tests {
     use super::*;
     use opencv::core::{CV_8UC3, Scalar};
+    use opencv::prelude::*;
 
     fn scene(box_x: Option<i32>) -> Mat {
         let mut image = Mat::new_rows_cols_with_default(
@@ -214,5 +250,34 @@ mod tests {
             detector.detect(&scene(None)).unwrap();
         }
         assert!(detector.detect(&scene(Some(600))).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_sudden_lighting_change_relearns_the_background_instead_of_reporting_motion() {
+        let mut detector = detector(5000.0);
+        while detector.warming_up() {
+            detector.detect(&scene(None)).unwrap();
+        }
+        let mut brighter = Mat::default();
+        scene(None)
+            .convert_to(&mut brighter, -1, 1.0, 70.0)
+            .unwrap();
+        assert!(detector.detect(&brighter).unwrap().is_empty());
+        assert_eq!(detector.lighting_changes, 1);
+        while detector.warming_up() {
+            assert!(detector.detect(&brighter).unwrap().is_empty());
+        }
+        for _ in 0..10 {
+            assert!(
+                detector.detect(&brighter).unwrap().is_empty(),
+                "quiet after relearning"
+            );
+        }
+        // And it still sees motion afterwards.
+        let mut moved = Mat::default();
+        scene(Some(600))
+            .convert_to(&mut moved, -1, 1.0, 70.0)
+            .unwrap();
+        assert_eq!(detector.detect(&moved).unwrap().len(), 1);
     }
 }
