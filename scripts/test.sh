@@ -12,3 +12,5 @@ echo "== cargo test"
 # Two at a time: each end-to-end test runs a camera, Azurite and the service on a 2-core machine.
 # --show-output prints the fault suite's FIGURE lines (docs/RELIABILITY.md).
 cargo test --locked -- --test-threads 2 --show-output
+echo "== benchmark smoke run (figures only, no thresholds)"
+BENCH_SMOKE=1 bash scripts/bench.sh

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use dachavideo::config::{self, ConfigError, LogFormat, ServiceConfig, Settings, StorageSettings};
 use dachavideo::shutdown::Shutdown;
 use dachavideo::upload::ConfiguredSink;
-use dachavideo::{check, detect, health, pipeline, telemetry};
+use dachavideo::{bench, check, detect, health, pipeline, telemetry};
 use tracing::{error, info};
 
 const EXIT_FAILURE: u8 = 1;
@@ -33,6 +33,13 @@ enum Command {
     Check,
     /// Exit 0 if the running service is healthy (a camera frame within HEALTH_MAX_FRAME_AGE), else 1.
     Health,
+    /// Measure one part of the pipeline on a video file (decode, detect, record); print a JSON line.
+    /// `scripts/bench.sh` runs them side by side.
+    Bench {
+        #[arg(value_enum)]
+        mode: bench::BenchMode,
+        video: PathBuf,
+    },
     /// Run the detector and recorder over a video file; print one JSON line per clip.
     Detect {
         /// The video file to scan.
@@ -59,6 +66,10 @@ pub fn main(cli: Cli) -> ExitCode {
         },
         Command::Health => match ServiceConfig::from_raw(&raw) {
             Ok(config) => run_health(&config),
+            Err(e) => config_error(&e),
+        },
+        Command::Bench { mode, video } => match Settings::from_raw(&raw) {
+            Ok(settings) => run_bench(mode, &video, settings),
             Err(e) => config_error(&e),
         },
         Command::Detect { video, out } => match Settings::from_raw(&raw) {
@@ -149,6 +160,20 @@ fn run_health(config: &ServiceConfig) -> ExitCode {
         }
         Err(reason) => {
             println!("unhealthy: {reason}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn run_bench(mode: bench::BenchMode, video: &std::path::Path, settings: Settings) -> ExitCode {
+    telemetry::init_stderr(LogFormat::Text);
+    match bench::run(mode, video, settings.motion) {
+        Ok(report) => {
+            println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dachavideo: {e:#}");
             ExitCode::from(EXIT_FAILURE)
         }
     }

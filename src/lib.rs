@@ -5,6 +5,7 @@
 //!
 //! See docs/ARCHITECTURE.md.
 
+pub mod bench;
 pub mod camera;
 pub mod check;
 pub mod config;

@@ -69,9 +69,17 @@ pub fn run(
                 if output.send(StreamEvent::Started(info)).is_err() {
                     return;
                 }
-                let reason =
-                    pump_frames(&mut stream, &clock, &mut seq, output, frames_seen, shutdown);
+                let connected_at = Instant::now();
+                let end = pump_frames(&mut stream, &clock, &mut seq, output, frames_seen, shutdown);
+                let seconds = connected_at.elapsed().as_secs_f64();
+                let received_fps = end.frames as f64 / seconds.max(0.001);
                 if shutdown.is_requested() {
+                    info!(
+                        frames = end.frames,
+                        dropped = end.dropped,
+                        fps = format!("{received_fps:.1}"),
+                        "camera stopped"
+                    );
                     let _ = output.send(StreamEvent::Ended {
                         reason: "shutdown".into(),
                     });
@@ -79,11 +87,16 @@ pub fn run(
                 }
                 warn!(
                     camera = %settings.url,
-                    reason = %reason,
+                    reason = %end.reason,
+                    frames = end.frames,
+                    dropped = end.dropped,
                     retry_in = %humantime::format_duration(settings.reconnect_interval),
                     "camera stream lost"
                 );
-                if output.send(StreamEvent::Ended { reason }).is_err() {
+                if output
+                    .send(StreamEvent::Ended { reason: end.reason })
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -106,7 +119,14 @@ pub fn run(
     }
 }
 
-/// Reads frames until the stream fails or shutdown; returns why it stopped.
+/// How a connection's stream ended: why, frames read, frames dropped because the detector was behind.
+struct StreamEnd {
+    reason: String,
+    frames: u64,
+    dropped: u64,
+}
+
+/// Reads frames until the stream fails or shutdown.
 fn pump_frames(
     stream: &mut CameraStream,
     clock: &LiveClock,
@@ -114,13 +134,21 @@ fn pump_frames(
     output: &Sender<StreamEvent<Frame>>,
     frames_seen: &FrameWatch,
     shutdown: &Shutdown,
-) -> String {
-    let mut dropped = 0_u64;
+) -> StreamEnd {
+    let mut end = StreamEnd {
+        reason: "shutdown".into(),
+        frames: 0,
+        dropped: 0,
+    };
     while !shutdown.is_requested() {
         let image = match stream.read() {
             Ok(image) => image,
-            Err(error) => return error.to_string(),
+            Err(error) => {
+                end.reason = error.to_string();
+                return end;
+            }
         };
+        end.frames += 1;
         frames_seen.frame_arrived();
         *seq += 1;
         let frame = Frame {
@@ -131,11 +159,14 @@ fn pump_frames(
         match output.try_send(StreamEvent::Item(frame)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                dropped += 1;
-                debug!(dropped, "detector behind; frame dropped");
+                end.dropped += 1;
+                debug!(dropped = end.dropped, "detector behind; frame dropped");
             }
-            Err(TrySendError::Disconnected(_)) => return "pipeline stopped".into(),
+            Err(TrySendError::Disconnected(_)) => {
+                end.reason = "pipeline stopped".into();
+                return end;
+            }
         }
     }
-    "shutdown".into()
+    end
 }

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# The performance benchmark (issue: detection close to free beyond decoding). Prints, for 720p15 and
+# 1080p30 H.264 videos with a moving object, a still scene and a still scene with a sudden brightness
+# change: decode only, decode + detection, decode + detection + encoding, each in its own process (CPU
+# seconds, ratios to decode only, peak resident memory), detection accuracy per second against the known
+# ground truth, and whether the service keeps up with a 1080p30 RTSP camera in real time.
+#   BENCH_SMOKE=1   short videos, no RTSP part (CI runs this; no thresholds)
+#   BENCH_PERF=1    also count instructions with `perf stat` (installs linux-perf) where the kernel allows
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh >/dev/null
+cargo build --release --locked --quiet
+BIN=$PWD/target/release/dachavideo
+OUT=target/bench
+mkdir -p "$OUT"
+
+if [ "${BENCH_SMOKE:-}" = 1 ]; then DURATION=6; M1=2; M2=4; else DURATION=20; M1=5; M2=15; fi
+# Ground truth: the box crosses the frame during [M1, M1+5) and [M2, M2+5) seconds (clipped to DURATION).
+
+make_video() { # name width height fps kind
+  local name=$1 w=$2 h=$3 fps=$4 kind=$5 out="$OUT/$1-${DURATION}s.mp4"
+  [ -f "$out" ] && { echo "$out"; return; }
+  local box=$((h * 2 / 9)) x light=""
+  local cross="(W+$box)/5"
+  case $kind in
+    motion) x="if(between(t,$M1,$M1+5),(t-$M1)*$cross-$box,if(between(t,$M2,$M2+5),(t-$M2)*$cross-$box,-2*$box))" ;;
+    still) x="-2*$box" ;;
+    lighting) x="-2*$box"; light=",eq=brightness=0.25:enable='gte(t,$((DURATION / 2)))'" ;;
+  esac
+  ffmpeg -v error -y \
+    -f lavfi -i "smptebars=size=${w}x${h}:rate=$fps" -f lavfi -i "color=c=white:size=${box}x${box}:rate=$fps" \
+    -filter_complex "[0:v]colorchannelmixer=rr=0.5:gg=0.5:bb=0.5,noise=alls=6:allf=t[bg];[bg][1:v]overlay=x='$x':y=(H-$box)/2:shortest=1${light},format=yuv420p[v]" \
+    -map "[v]" -t "$DURATION" -r "$fps" -c:v libx264 -preset veryfast -g "$fps" -bf 0 "$out"
+  echo "$out"
+}
+
+PERF=""
+if [ "${BENCH_PERF:-}" = 1 ]; then
+  command -v perf >/dev/null || apt-get install -y -qq linux-perf >/dev/null 2>&1 || true
+  if perf stat -e instructions true >/dev/null 2>&1; then PERF=1; else echo "bench: perf cannot count instructions here"; fi
+fi
+
+RESULTS="$OUT/results.jsonl"
+: > "$RESULTS"
+for spec in "720p15 1280 720 15" "1080p30 1920 1080 30"; do
+  set -- $spec
+  for kind in motion still lighting; do
+    video=$(make_video "$1-$kind" "$2" "$3" "$4" "$kind")
+    for mode in decode detect record; do
+      line=$("$BIN" bench "$mode" "$video" 2>/dev/null)
+      instructions=null
+      if [ -n "$PERF" ]; then
+        instructions=$(perf stat -x, -e instructions -- "$BIN" bench "$mode" "$video" 2>&1 >/dev/null | awk -F, '/instructions/ {print $1}')
+      fi
+      echo "{\"resolution\":\"$1\",\"kind\":\"$kind\",\"instructions\":${instructions:-null},\"report\":$line}" >> "$RESULTS"
+    done
+  done
+done
+
+RTSP_LINE=""
+if [ "${BENCH_SMOKE:-}" != 1 ]; then
+  # The service against a live 1080p30 camera: does it keep up, and what share of a core does it take?
+  PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  WORK=$(mktemp -d)
+  /usr/bin/python3 tests/support/rtsp_camera.py --port "$PORT" --width 1920 --height 1080 --fps 30 > "$WORK/camera.log" 2>&1 &
+  CAM=$!
+  trap 'kill $CAM 2>/dev/null || true' EXIT
+  for _ in $(seq 100); do grep -q READY "$WORK/camera.log" && break; sleep 0.1; done
+  (cd "$WORK" && RTSP_URL="rtsp://127.0.0.1:$PORT/stream" RECORD_DURATION=10s exec "$BIN" > service.log 2>&1) &
+  SVC=$!
+  sleep 5
+  ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+  t0=$(ticks $SVC); s0=$(date +%s.%N)
+  sleep 20
+  t1=$(ticks $SVC); s1=$(date +%s.%N)
+  hwm=$(awk '/VmHWM/ {print $2}' /proc/$SVC/status)
+  kill -TERM $SVC; wait $SVC || true
+  kill $CAM 2>/dev/null || true
+  RTSP_LINE=$(/usr/bin/python3 - "$WORK/service.log" "$t0" "$t1" "$s0" "$s1" "$hwm" "$(getconf CLK_TCK)" <<'PY'
+import re, sys
+log, t0, t1, s0, s1, hwm, hz = sys.argv[1], *map(float, sys.argv[2:])
+text = open(log).read()
+m = re.search(r"camera stopped frames=(\d+) dropped=(\d+) fps=\"?([\d.]+)", text)
+clips = text.count("clip recorded")
+share = (t1 - t0) / hz / (s1 - s0)
+if m:
+    frames, dropped, fps = int(m.group(1)), int(m.group(2)), float(m.group(3))
+    print(f"RTSP 1080p30 live: received {fps:.1f} fps ({frames} frames, {dropped} dropped by the detector), "
+          f"{clips} clips, service CPU {share*100:.0f}% of one core, peak RSS {hwm/1024:.0f} MiB, "
+          f"keeps up: {'yes' if fps >= 29 and dropped <= frames * 0.01 else 'NO'}")
+else:
+    print("RTSP 1080p30 live: no 'camera stopped' line; service log:\n" + text[-2000:])
+PY
+)
+fi
+
+/usr/bin/python3 - "$RESULTS" "$DURATION" "$M1" "$M2" <<'PY'
+import json, sys
+path, duration, m1, m2 = sys.argv[1], *map(int, sys.argv[2:])
+rows = [json.loads(l) for l in open(path)]
+truth_motion = {s for s in range(duration) if m1 <= s < m1 + 5 or m2 <= s < m2 + 5}
+print(f"{'video':<18}{'mode':<8}{'frames':>7}{'fps':>8}{'cpu s':>8}{'x decode':>10}{'peak MiB':>10}{'instr (M)':>11}  detection")
+for res in ("720p15", "1080p30"):
+    for kind in ("motion", "still", "lighting"):
+        group = {r["report"]["mode"]: r for r in rows if r["resolution"] == res and r["kind"] == kind}
+        base = group["decode"]["report"]["cpu_seconds"]
+        for mode in ("decode", "detect", "record"):
+            r = group[mode]; rep = r["report"]
+            found = set(rep["motion_seconds"])
+            if mode == "decode":
+                accuracy = ""
+            elif kind == "motion":
+                hit = len(found & truth_motion) / max(1, len(truth_motion))
+                false = len(found - truth_motion) / max(1, duration - len(truth_motion))
+                accuracy = f"motion found in {hit:.0%} of moving seconds, {false:.0%} of still ones"
+            else:
+                accuracy = f"motion in {len(found) / duration:.0%} of still seconds"
+            instr = f"{r['instructions'] / 1e6:.0f}" if r["instructions"] else "-"
+            print(f"{res + ' ' + kind:<18}{mode:<8}{rep['frames']:>7}{rep['frames_per_second']:>8.0f}"
+                  f"{rep['cpu_seconds']:>8.2f}{rep['cpu_seconds'] / base:>10.2f}{rep['peak_rss_mib']:>10.0f}{instr:>11}  {accuracy}")
+PY
+[ -n "$RTSP_LINE" ] && echo "$RTSP_LINE"
+echo "bench: raw results in $RESULTS"

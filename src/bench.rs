@@ -1,0 +1,140 @@
+//! `dachavideo bench MODE VIDEO`: what one part of the pipeline costs on a video file, measured in this
+//! process (CPU seconds from getrusage, so every thread counts; peak resident memory). `scripts/bench.sh`
+//! runs each mode in its own process, side by side, and prints the ratios (docs/PERFORMANCE.md).
+//!
+//! Modes: `decode` (read every frame, nothing else: the floor), `detect` (decode + motion detection: the
+//! cost while nothing happens), `record` (decode + detection + boxes + H.264 encoding of every frame: the
+//! cost while recording).
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use opencv::prelude::*;
+use opencv::videoio::{self, VideoCapture};
+use serde::Serialize;
+
+use crate::camera::stream_info;
+use crate::config::MotionSettings;
+use crate::motion::MotionStage;
+use crate::recorder::{ClipWriter, draw_boxes};
+use crate::stream::{Frame, StreamEvent, Timestamp};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchMode {
+    Decode,
+    Detect,
+    Record,
+}
+
+/// One measurement, printed as a JSON line.
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub video: String,
+    pub mode: BenchMode,
+    pub width: i32,
+    pub height: i32,
+    pub fps: f64,
+    pub frames: u64,
+    pub wall_seconds: f64,
+    pub cpu_seconds: f64,
+    pub frames_per_second: f64,
+    pub peak_rss_mib: f64,
+    /// Whole seconds of the video in which motion was found (detect and record modes).
+    pub motion_seconds: Vec<u64>,
+}
+
+pub fn run(mode: BenchMode, video: &Path, motion: MotionSettings) -> anyhow::Result<BenchReport> {
+    let mut capture = VideoCapture::from_file(video, videoio::CAP_FFMPEG)
+        .with_context(|| format!("opening {}", video.display()))?;
+    if !capture.is_opened()? {
+        bail!("{}: cannot open as a video", video.display());
+    }
+    let info = stream_info(&capture)?;
+    let scratch = tempfile::tempdir().context("a scratch folder for the encoded clip")?;
+    let mut writer = match mode {
+        BenchMode::Record => Some(ClipWriter::create(
+            &scratch.path().join("bench.mp4"),
+            info.size,
+            info.fps,
+        )?),
+        _ => None,
+    };
+    let mut stage = MotionStage::new(motion);
+    let mut motion_seconds = Vec::new();
+    let cpu_before = cpu_seconds();
+    let started = Instant::now();
+    if mode != BenchMode::Decode {
+        stage.handle(StreamEvent::Started(info))?;
+    }
+    let mut frames = 0_u64;
+    loop {
+        let mut image = Mat::default();
+        if !capture.read(&mut image)? || image.empty() {
+            break;
+        }
+        let second = (frames as f64 / info.fps) as u64;
+        frames += 1;
+        if mode == BenchMode::Decode {
+            continue;
+        }
+        let pts = std::time::Duration::from_secs_f64(frames as f64 / info.fps);
+        let frame = Frame {
+            image,
+            seq: frames,
+            at: Timestamp {
+                pts,
+                wall: std::time::SystemTime::now(),
+            },
+        };
+        if let StreamEvent::Item(mut verdict) = stage.handle(StreamEvent::Item(frame))? {
+            if verdict.has_motion() && motion_seconds.last() != Some(&second) {
+                motion_seconds.push(second);
+            }
+            if let Some(writer) = writer.as_mut() {
+                draw_boxes(&mut verdict.frame.image, &verdict.boxes)?;
+                writer.write(&verdict.frame.image)?;
+            }
+        }
+    }
+    if let Some(writer) = writer {
+        writer.finish()?;
+    }
+    let wall_seconds = started.elapsed().as_secs_f64();
+    Ok(BenchReport {
+        video: video.display().to_string(),
+        mode,
+        width: info.size.width,
+        height: info.size.height,
+        fps: info.fps,
+        frames,
+        wall_seconds,
+        cpu_seconds: cpu_seconds() - cpu_before,
+        frames_per_second: frames as f64 / wall_seconds,
+        peak_rss_mib: peak_rss_kib() as f64 / 1024.0,
+        motion_seconds,
+    })
+}
+
+/// User + system CPU time of this process, all threads.
+fn cpu_seconds() -> f64 {
+    let usage = rusage();
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+// c_long is 32-bit on armv7, which we ship for; i64 elsewhere.
+#[allow(clippy::unnecessary_cast)]
+fn peak_rss_kib() -> i64 {
+    rusage().ru_maxrss as i64
+}
+
+fn rusage() -> libc::rusage {
+    // SAFETY: getrusage fills the struct it is given; an all-zero rusage is a valid value to start from.
+    unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    }
+}
