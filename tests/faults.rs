@@ -173,6 +173,12 @@ fn storage_down_for_minutes_then_every_clip_goes_up_in_order_byte_identical() {
     service.wait_for("clip recorded", 3, Duration::from_secs(40));
     camera.set_motion(false);
     service.wait_for("upload failed", 1, Duration::from_secs(20));
+    // The box that just stopped counts as motion for about 3.3 s and may start one more 4 s clip: let the
+    // scene settle, and every started clip finish, before taking stock.
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(wait_until(Duration::from_secs(10), || {
+        service.count("clip recorded") == service.count("motion: recording")
+    }));
 
     // What was recorded, as the spool's sidecars describe it, before anything went up.
     let mut recorded: HashMap<String, String> = HashMap::new();
