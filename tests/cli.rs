@@ -17,6 +17,15 @@ fn dachavideo(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> Out
         .expect("run dachavideo")
 }
 
+/// Standard output and standard error together.
+fn all_output(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 const URL: &str = "rtsp://watcher:dacha-pass-7Q2@127.0.0.1:9/stream";
 
 fn connstring(key: &str) -> String {
@@ -156,11 +165,7 @@ fn check_reports_camera_and_storage_and_fails_on_a_wrong_key() {
     let mut env = env.clone();
     env[1] = ("AZ_STORAGE_CONNSTRING", &wrong);
     let output = dachavideo(&["check"], &env, dir.path());
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let all = all_output(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(
         all.contains("storage  FAIL") && all.contains("403"),
@@ -174,11 +179,7 @@ fn check_reports_camera_and_storage_and_fails_on_a_wrong_key() {
     let wrong_password = camera.url().replace(CAMERA_PASSWORD, "not-the-password");
     env[0] = ("RTSP_URL", &wrong_password);
     let output = dachavideo(&["check"], &env, dir.path());
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let all = all_output(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(
         all.contains("camera   FAIL") && all.contains("401"),

@@ -143,11 +143,7 @@ fn camera_kill_restart_and_freeze_cycles_lose_no_clip_and_leak_nothing() {
         fds_after <= fds_before + 2,
         "file descriptors leaked: {fds_before} -> {fds_after}"
     );
-    service.terminate();
-    assert_eq!(
-        service.wait_exit(Duration::from_secs(20)).map(|s| s.code()),
-        Some(Some(0))
-    );
+    service.stop_cleanly();
     service.assert_no_secrets();
 }
 
@@ -221,11 +217,7 @@ fn storage_down_for_minutes_then_every_clip_goes_up_in_order_byte_identical() {
         caught_up.as_secs_f64(),
         blobs.len()
     );
-    service.terminate();
-    assert_eq!(
-        service.wait_exit(Duration::from_secs(20)).map(|s| s.code()),
-        Some(Some(0))
-    );
+    service.stop_cleanly();
     service.assert_no_secrets();
 }
 
@@ -304,11 +296,7 @@ fn sigkill_mid_clip_then_restart_uploads_finished_clips_and_salvages_the_interru
         partial.frames,
         (2.5 * 15.0) as u32
     );
-    service.terminate();
-    assert_eq!(
-        service.wait_exit(Duration::from_secs(20)).map(|s| s.code()),
-        Some(Some(0))
-    );
+    service.stop_cleanly();
 }
 
 #[test]
@@ -353,11 +341,7 @@ fn sigterm_with_uploads_pending_exits_zero_in_the_grace_and_loses_nothing_across
         "FIGURE sigterm_pending exit=0 seconds={:.2} grace=5s waiting_on_disk={waiting} uploaded_after_restart={recorded}",
         took.as_secs_f64()
     );
-    service.terminate();
-    assert_eq!(
-        service.wait_exit(Duration::from_secs(20)).map(|s| s.code()),
-        Some(Some(0))
-    );
+    service.stop_cleanly();
 }
 
 #[test]
@@ -403,11 +387,7 @@ fn a_spool_over_its_limit_drops_the_oldest_clips_and_the_service_stays_up() {
     );
     let newest_in_spool = service.spooled_clips().iter().any(|p| p.ends_with(newest));
     assert!(newest_in_spool, "the newest clip must be kept");
-    service.terminate();
-    assert_eq!(
-        service.wait_exit(Duration::from_secs(20)).map(|s| s.code()),
-        Some(Some(0))
-    );
+    service.stop_cleanly();
 }
 
 /// A tmpfs of `size` mounted for the test, unmounted on drop. Needs root (CI runs as root).
@@ -502,11 +482,7 @@ fn a_disk_filled_by_something_else_closes_the_recording_cleanly_and_recording_re
          recorded_after_space_returned=true",
         kept.len()
     );
-    service.terminate();
-    assert_eq!(
-        service.wait_exit(Duration::from_secs(20)).map(|s| s.code()),
-        Some(Some(0))
-    );
+    service.stop_cleanly();
 }
 
 fn walk_clips(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -579,12 +555,7 @@ fn a_garbage_stream_a_refusing_port_and_a_wrong_password_keep_the_service_up_wit
             !service.log().contains("wrong-pass-91"),
             "{what}: password leaked"
         );
-        service.terminate();
-        assert_eq!(
-            service.wait_exit(Duration::from_secs(20)).map(|s| s.code()),
-            Some(Some(0)),
-            "{what}"
-        );
+        service.stop_cleanly();
         service.assert_no_secrets();
         println!(
             "FIGURE bad_camera case={what:?} attempts={} service_up=true reason_found=true",

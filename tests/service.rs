@@ -70,11 +70,7 @@ fn a_moving_object_becomes_one_annotated_blob_and_the_local_file_is_deleted() {
         service.spooled_clips()
     );
 
-    service.terminate();
-    assert_eq!(
-        service.wait_exit(Duration::from_secs(20)).map(|s| s.code()),
-        Some(Some(0))
-    );
+    service.stop_cleanly();
     service.assert_no_secrets();
 }
 
@@ -86,11 +82,7 @@ fn a_still_scene_records_nothing() {
     let mut service = Service::start(&[], &env);
     service.wait_for("camera connected", 1, Duration::from_secs(20));
     std::thread::sleep(Duration::from_secs(8));
-    service.terminate();
-    assert_eq!(
-        service.wait_exit(Duration::from_secs(20)).map(|s| s.code()),
-        Some(Some(0))
-    );
+    service.stop_cleanly();
     assert_eq!(service.count("motion: recording"), 0, "{}", service.log());
     assert!(azurite.blobs(CONTAINER).is_empty());
     assert!(service.spooled_clips().is_empty());
@@ -124,11 +116,7 @@ fn a_camera_killed_mid_clip_keeps_the_partial_clip_and_the_service_reconnects() 
         "reconnected after {reconnect:?}"
     );
     service.wait_for("motion: recording", 2, Duration::from_secs(15));
-    service.terminate();
-    assert_eq!(
-        service.wait_exit(Duration::from_secs(20)).map(|s| s.code()),
-        Some(Some(0))
-    );
+    service.stop_cleanly();
     assert_eq!(azurite.blobs(CONTAINER).len(), 2, "{}", service.log());
     service.assert_no_secrets();
 }
@@ -153,11 +141,7 @@ fn a_frozen_camera_is_noticed_within_the_read_timeout() {
     );
     service.wait_for("camera connected", 2, Duration::from_secs(20));
     camera.kill();
-    service.terminate();
-    assert_eq!(
-        service.wait_exit(Duration::from_secs(20)).map(|s| s.code()),
-        Some(Some(0))
-    );
+    service.stop_cleanly();
 }
 
 #[test]
@@ -184,11 +168,7 @@ fn with_storage_down_the_clip_waits_on_disk_and_goes_up_when_it_returns() {
     assert_eq!(blobs.len(), 1);
     assert!(decode(&blobs[0].1).frames >= 40);
     assert!(service.spooled_clips().is_empty());
-    service.terminate();
-    assert_eq!(
-        service.wait_exit(Duration::from_secs(20)).map(|s| s.code()),
-        Some(Some(0))
-    );
+    service.stop_cleanly();
     service.assert_no_secrets();
 }
 
@@ -294,11 +274,7 @@ fn health_is_good_while_frames_arrive_and_bad_when_the_camera_or_the_service_is_
         "{:?}",
         health(&service)
     );
-    service.terminate();
-    assert_eq!(
-        service.wait_exit(Duration::from_secs(20)).map(|s| s.code()),
-        Some(Some(0))
-    );
+    service.stop_cleanly();
     let (code, text) = health(&service);
     assert_eq!(code, Some(1));
     assert!(text.contains("not running"), "{text}");

@@ -385,15 +385,21 @@ mod tests {
         })
     }
 
-    #[test]
-    fn continuous_motion_gives_back_to_back_clips_that_hold_every_frame() {
+    /// A recorder of 2 s clips over a spool in a temporary folder (kept alive by the returned guard).
+    fn recorder_of_2s_clips() -> (tempfile::TempDir, Spool, Recorder) {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         let settings = RecorderSettings {
             camera_name: "cam".into(),
             record_duration: Duration::from_secs(2),
         };
-        let mut recorder = Recorder::new(settings, spool.clone());
+        let recorder = Recorder::new(settings, spool.clone());
+        (dir, spool, recorder)
+    }
+
+    #[test]
+    fn continuous_motion_gives_back_to_back_clips_that_hold_every_frame() {
+        let (_dir, spool, mut recorder) = recorder_of_2s_clips();
         let mut clips = Vec::new();
         let started = StreamEvent::Started(StreamInfo {
             size: Size::new(160, 120),
@@ -434,13 +440,7 @@ mod tests {
 
     #[test]
     fn frames_before_a_stream_start_or_without_motion_record_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
-        let settings = RecorderSettings {
-            camera_name: "cam".into(),
-            record_duration: Duration::from_secs(2),
-        };
-        let mut recorder = Recorder::new(settings, spool.clone());
+        let (_dir, spool, mut recorder) = recorder_of_2s_clips();
         assert!(recorder.handle(verdict(0, true)).unwrap().is_none());
         recorder
             .handle(StreamEvent::Started(StreamInfo {

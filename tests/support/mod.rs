@@ -419,6 +419,18 @@ impl Service {
         }
     }
 
+    /// SIGTERM, then asserts the service exits 0 within 20 s.
+    pub fn stop_cleanly(&mut self) {
+        self.terminate();
+        let code = self.wait_exit(Duration::from_secs(20)).map(|s| s.code());
+        assert_eq!(
+            code,
+            Some(Some(0)),
+            "no clean exit after SIGTERM:\n{}",
+            self.log()
+        );
+    }
+
     /// Waits for the process to exit; `None` if it is still running after `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let child = self.child.as_mut()?;
