@@ -11,6 +11,9 @@ cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
 # Two at a time: each end-to-end test runs a camera, Azurite and the service on a 2-core machine.
 # --show-output prints the fault suite's FIGURE lines (docs/RELIABILITY.md).
-cargo test --locked -- --test-threads 2 --show-output
+results=$(mktemp)
+cargo test --locked --lib --bins --tests -- --test-threads 2 --show-output 2>&1 | tee "$results"
 echo "== benchmark smoke run (figures only, no thresholds)"
 BENCH_SMOKE=1 bash scripts/bench.sh
+# One closing line with the totals of every test binary above.
+grep -E '^test result:' "$results" | awk '{p += $4; f += $6} END {printf "tests: %d passed, %d failed\n", p, f}'
