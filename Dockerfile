@@ -26,20 +26,42 @@ RUN case "${TARGETARCH}/${TARGETVARIANT}" in \
  && install -D -m 0755 "/context/target/$triple/release/dachavideo" /out/dachavideo
 
 FROM ${DEBIAN_IMAGE}
-# OpenCV: the four libraries the binary links (objdump -p: NEEDED), which bring FFmpeg for RTSP.
-# GStreamer, for the clip writer appsrc ! videoconvert ! x264enc ! h264parse ! mp4mux ! filesink:
-#   -base (appsrc, videoconvert), -ugly (x264enc), -good (mp4mux), -bad (h264parse).
-# Versions are not pinned: every image build takes bookworm's current security updates.
-# hadolint ignore=DL3008
-RUN apt-get update \
+# Runtime libraries, and nothing the binary never loads (the image was 792 MB with the plain packages):
+# - OpenCV: the four libraries the binary links (objdump -p: NEEDED); they bring FFmpeg for RTSP. Their core
+#   links libGLX (OpenGL interop), whose package depends on Mesa's GPU drivers and LLVM (160 MB) that a headless
+#   service never loads: an empty package providing libglx-mesa0 stands in for them.
+# - GStreamer, for the clip writer appsrc ! videoconvert ! x264enc ! h264parse ! mp4mux ! filesink: -base
+#   (appsrc, videoconvert) and -ugly (x264enc) as packages; mp4mux and h264parse are two plugins out of -good
+#   and -bad, whose other plugins pull GTK, Qt and more (175 MB), so only those two files (and h264parse's
+#   codec parser library) are taken from the same packages, at the same versions.
+# Versions are not pinned: every image build takes bookworm's current (security) updates.
+# hadolint ignore=DL3003,DL3008
+RUN set -eu \
+ && mkdir -p /tmp/headless/DEBIAN /tmp/debs \
+ && printf '%s\n' 'Package: dachavideo-headless' 'Version: 1.0' 'Architecture: all' 'Maintainer: dachavideo' \
+      'Provides: libglx-mesa0' 'Description: no Mesa GL drivers: dachavideo never draws on a display' \
+      > /tmp/headless/DEBIAN/control \
+ && dpkg-deb --build /tmp/headless /tmp/headless.deb >/dev/null \
+ && dpkg -i /tmp/headless.deb \
+ && apt-get update \
  && apt-get install -y --no-install-recommends \
       libopencv-core406 libopencv-imgproc406 libopencv-video406 libopencv-videoio406 \
-      gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
- && rm -rf /var/lib/apt/lists/* /var/cache/debconf/*-old /var/log/apt /var/log/dpkg.log
+      gstreamer1.0-plugins-base gstreamer1.0-plugins-ugly \
+ && chown _apt /tmp/debs && cd /tmp/debs \
+ && apt-get download gstreamer1.0-plugins-good gstreamer1.0-plugins-bad libgstreamer-plugins-bad1.0-0 \
+ && for deb in ./*.deb; do dpkg-deb -x "$deb" /tmp/debs/root; done \
+ && plugins=$(dirname /usr/lib/*/gstreamer-1.0/libgstapp.so) && libs=$(dirname "$plugins") \
+ && cp "/tmp/debs/root$plugins/libgstisomp4.so" "/tmp/debs/root$plugins/libgstvideoparsersbad.so" "$plugins/" \
+ && cp -P "/tmp/debs/root$libs"/libgstcodecparsers-1.0.so.0* "$libs/" \
+ && ldconfig \
+ && rm -rf /tmp/headless /tmp/headless.deb /tmp/debs /var/lib/apt/lists/* /var/cache/debconf/*-old \
+      /var/log/apt /var/log/dpkg.log
 
 # A system user with a fixed uid (10001: no clash with users of the host, for bind mounts); its home holds
 # GStreamer's plugin cache, the spool holds clips waiting for upload.
-RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/dachavideo --shell /usr/sbin/nologin dachavideo \
+RUN groupadd --gid 10001 dachavideo \
+ && useradd --no-log-init --uid 10001 --gid dachavideo --no-create-home --home-dir /var/lib/dachavideo \
+      --shell /usr/sbin/nologin dachavideo \
  && install -d -o dachavideo -g dachavideo -m 0750 /var/lib/dachavideo /var/lib/dachavideo/spool /var/lib/dachavideo/clips
 
 COPY --from=binary /out/dachavideo /usr/local/bin/dachavideo
@@ -48,7 +70,7 @@ ENV SPOOL_DIR=/var/lib/dachavideo/spool \
     CLIPS_DIR=/var/lib/dachavideo/clips
 VOLUME ["/var/lib/dachavideo/spool"]
 WORKDIR /var/lib/dachavideo
-USER dachavideo:dachavideo
+USER 10001:10001
 
 # SIGTERM closes the open clip and uploads what it can within SHUTDOWN_GRACE (20 s): give the container
 # more than that before it is killed (compose.yaml: stop_grace_period; docker stop -t 30).

@@ -9,8 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
-cargo build --release --locked --quiet
-BIN=$PWD/target/release/dachavideo
+# The host's triple, as scripts/container-test.sh builds it: one release build serves both.
+TRIPLE=$(rustc -vV | sed -n 's/^host: //p')
+cargo build --release --locked --quiet --target "$TRIPLE"
+BIN=$PWD/target/$TRIPLE/release/dachavideo
 OUT=target/bench
 mkdir -p "$OUT"
 

@@ -10,35 +10,35 @@
 # so `FROM debian:bookworm-slim` with `--platform linux/arm64` picks the arm64 one.
 # Idempotent: a second run only checks (a few seconds). A fresh amd64 base takes about 2 minutes, arm64
 # about 4 (debootstrap's second stage runs under qemu).
-# With BASE_IMAGE_SOURCE=pull (a machine that reaches Docker Hub) the official images are pulled instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Rootful podman (its image store is the one the tests build in), debootstrap and binfmt need root.
+[ "$(id -u)" -eq 0 ] || exec sudo bash "$0" "$@"
 SUITE=bookworm
 ARCHS=("$@")
 ((${#ARCHS[@]})) || ARCHS=(amd64)
-SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 log() { echo "make-base-image: $*"; }
 
 # --- packages ------------------------------------------------------------------------------------------
-APT_PACKAGES=(podman buildah runc uidmap slirp4netns fuse-overlayfs debootstrap debian-archive-keyring
-  qemu-user-static binfmt-support)
+APT_PACKAGES=(podman buildah runc catatonit uidmap slirp4netns fuse-overlayfs debootstrap debian-archive-keyring
+  qemu-user-static binfmt-support python3)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
   log "installing ${missing[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # --- podman configuration ------------------------------------------------------------------------------
 # runc (crun fails on hybrid cgroups), cgroupfs (no systemd), ulimits below the sandbox's hard limits.
 if ! [ -e /etc/containers/containers.conf ]; then
   log "writing /etc/containers/containers.conf (runc, cgroupfs, bounded ulimits)"
-  $SUDO mkdir -p /etc/containers
-  $SUDO tee /etc/containers/containers.conf >/dev/null <<'EOF'
+  mkdir -p /etc/containers
+  cat > /etc/containers/containers.conf <<'EOF'
 # Written by dachavideo's scripts/make-base-image.sh: settings that work in sandboxes and CI runners alike.
 [containers]
 default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
@@ -59,11 +59,11 @@ for arch in "${ARCHS[@]}"; do
     *) echo "make-base-image: unknown architecture $arch (amd64, arm64, armhf)" >&2; exit 2 ;;
   esac
   if ! [ -e /proc/sys/fs/binfmt_misc/status ]; then
-    $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
   fi
   if ! grep -qx enabled "/proc/sys/fs/binfmt_misc/$fmt" 2>/dev/null; then
     log "enabling binfmt $fmt"
-    $SUDO update-binfmts --enable "$fmt"
+    update-binfmts --enable "$fmt"
   fi
 done
 
@@ -132,19 +132,19 @@ EOF
   rm -rf "$root"/usr/share/{groff,info,linda,lintian,locale,man}/*
 }
 
+platform_arch() { if [ "$1" = armhf ]; then echo arm; else echo "$1"; fi; }
+
 import_rootfs() { # $1: rootfs, $2: arch, $3: image name
   local variant=""
   [ "$2" = armhf ] && variant=v7
   tar --numeric-owner -C "$1" -c . |
-    podman import --arch "$(platform_arch "$2")" ${variant:+--variant "$variant"} --os linux \
+    podman import --quiet --arch "$(platform_arch "$2")" ${variant:+--variant "$variant"} --os linux \
       --change 'CMD ["bash"]' - "$3" >/dev/null
 }
 
-platform_arch() { if [ "$1" = armhf ]; then echo arm; else echo "$1"; fi; }
-
 # The digests of manifest list $1's entries for architecture $2 (nothing when there is no such list).
 list_digests() {
-  podman manifest inspect "$1" 2>/dev/null | python3 -c '
+  podman manifest inspect "$1" 2>/dev/null | /usr/bin/python3 -c '
 import json, sys
 arch = sys.argv[1]
 for m in json.load(sys.stdin).get("manifests") or []:
@@ -163,23 +163,20 @@ add_to_list() {
   podman manifest add "$list" "containers-storage:$image" >/dev/null
 }
 
+# List $1 must hold image $2 as its architecture-$3 entry (a list keeps the digest of the image it was given).
+ensure_listed() {
+  [ "$(list_digests "$1" "$3")" = "$(podman image inspect --format '{{.Digest}}' "$2")" ] || add_to_list "$1" "$2" "$3"
+}
+
 for arch in "${ARCHS[@]}"; do
   full="localhost/dachavideo-base:$SUITE-$arch"
   slim="localhost/dachavideo-base:$SUITE-slim-$arch"
-  if [ "${BASE_IMAGE_SOURCE:-debootstrap}" = pull ]; then
-    platform=linux/$arch; [ "$arch" = armhf ] && platform=linux/arm/v7
-    [ "$arch" = arm64 ] && platform=linux/arm64/v8
-    podman image exists "$full" || { podman pull -q --platform "$platform" "docker.io/library/debian:$SUITE" >/dev/null &&
-      podman tag "docker.io/library/debian:$SUITE" "$full" && podman rmi "docker.io/library/debian:$SUITE" >/dev/null; }
-    podman image exists "$slim" || { podman pull -q --platform "$platform" "docker.io/library/debian:$SUITE-slim" >/dev/null &&
-      podman tag "docker.io/library/debian:$SUITE-slim" "$slim" && podman rmi "docker.io/library/debian:$SUITE-slim" >/dev/null; }
-  fi
   if ! podman image exists "$full" || ! podman image exists "$slim"; then
     started=$SECONDS
     root=$(mktemp -d /var/tmp/dachavideo-rootfs.XXXXXX)
     trap 'rm -rf "$root"' EXIT
     log "debootstrap $SUITE for $arch from $MIRROR (a few minutes)"
-    $SUDO debootstrap --variant=minbase --arch="$arch" "$SUITE" "$root" "$MIRROR" > "$root.log" 2>&1 ||
+    debootstrap --variant=minbase --arch="$arch" "$SUITE" "$root" "$MIRROR" > "$root.log" 2>&1 ||
       { tail -n 20 "$root.log"; exit 1; }
     rm -f "$root.log"
     configure_rootfs "$root"
@@ -189,11 +186,7 @@ for arch in "${ARCHS[@]}"; do
     rm -rf "$root"; trap - EXIT
     log "made $full and $slim in $((SECONDS - started)) s"
   fi
-  # Make sure each list holds this image (the list keeps the digest of the image it was given).
-  for pair in "$full docker.io/library/debian:$SUITE" "$slim docker.io/library/debian:$SUITE-slim"; do
-    set -- $pair
-    [ "$(list_digests "$2" "$arch")" = "$(podman image inspect --format '{{.Digest}}' "$1")" ] ||
-      add_to_list "$2" "$1" "$arch"
-  done
+  ensure_listed "docker.io/library/debian:$SUITE" "$full" "$arch"
+  ensure_listed "docker.io/library/debian:$SUITE-slim" "$slim" "$arch"
 done
 log "ready: $(podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' --filter reference='localhost/dachavideo-base' | tr '\n' ' ')"

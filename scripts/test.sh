@@ -13,6 +13,8 @@ echo "== cargo test"
 # --show-output prints the fault suite's FIGURE lines (docs/RELIABILITY.md).
 results=$(mktemp)
 cargo test --locked --lib --bins --tests -- --test-threads 2 --show-output 2>&1 | tee "$results"
+echo "== container image and compose (scripts/container-test.sh)"
+bash scripts/container-test.sh
 echo "== benchmark smoke run (figures only, no thresholds)"
 BENCH_SMOKE=1 bash scripts/bench.sh
 # One closing line with the totals of every test binary above.
