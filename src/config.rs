@@ -129,10 +129,6 @@ impl CameraUrl {
     pub fn host(&self) -> &str {
         self.0.host_str().unwrap_or_default()
     }
-
-    pub fn password(&self) -> Option<&str> {
-        self.0.password()
-    }
 }
 
 impl fmt::Display for CameraUrl {

@@ -27,8 +27,6 @@ use crate::stream::{StreamEvent, StreamInfo, Timestamp, Verdict};
 #[derive(Debug, Clone)]
 pub struct ClipReady {
     pub clip: SpooledClip,
-    pub camera: String,
-    pub started_at: SystemTime,
     /// Stream time of the first and last frame.
     pub first_pts: Duration,
     pub last_pts: Duration,
@@ -136,8 +134,6 @@ impl Recorder {
             .map_err(|source| RecorderError::Spool { clip, source })?;
         Ok(Some(ClipReady {
             clip: spooled,
-            camera: self.settings.camera_name.clone(),
-            started_at: open.started.wall,
             first_pts: open.started.pts,
             last_pts: open.last_pts,
             frames: open.frames,

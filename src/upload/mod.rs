@@ -106,9 +106,9 @@ pub async fn run<S: ClipSink>(
 }
 
 async fn wait_for_clip(spool: &Spool, capture_done: &CancellationToken) {
-    // The periodic re-scan also picks up clips put into the spool by hand.
+    // A commit wakes the uploader at once; the periodic re-scan only picks up clips put there by hand.
     tokio::select! {
-        _ = tokio::time::timeout(Duration::from_secs(1), spool.clip_committed()) => {}
+        _ = tokio::time::timeout(Duration::from_secs(30), spool.clip_committed()) => {}
         () = capture_done.cancelled() => {}
     }
 }
