@@ -105,7 +105,9 @@ wait_for 30 "podman's API socket answers" podman --url "unix://$SOCK" version
 logs() { podman logs "$CONTAINER" 2>&1; }
 health() { podman inspect --format '{{.State.Health.Status}}' "$CONTAINER" 2>/dev/null; }
 is_health() { [ "$(health)" = "$1" ]; }
-log_has() { logs | grep -q "$1"; }
+# Not `logs | grep -q`: under pipefail, grep -q exiting at the first match makes `podman logs` die of
+# SIGPIPE and the pipeline fail although the line is there.
+log_has() { grep -q -- "$1" <<<"$(logs)"; }
 
 step "compose up"
 "${COMPOSE[@]}" up -d
