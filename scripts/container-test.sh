@@ -147,7 +147,7 @@ uploaded=$(logs | grep -o 'clip uploaded clip=[^ ]*' | cut -d= -f2 | sort)
 echo "clips recorded: $(echo "$recorded" | wc -l), uploaded: $(echo "$uploaded" | wc -l)"
 [ "$recorded" = "$uploaded" ] || fail "recorded and uploaded clips differ: $(diff <(echo "$recorded") <(echo "$uploaded"))"
 last=$(echo "$uploaded" | tail -n1)
-logs | grep -A100 "shutdown requested" | grep -q "clip uploaded clip=$last" ||
+grep -A100 "shutdown requested" <<<"$(logs)" | grep -q "clip uploaded clip=$last" ||
   fail "the clip cut by the stop ($last) was not uploaded during shutdown"
 left=$(podman run --rm --no-healthcheck -v "${PROJECT}_spool:/spool" --entrypoint find "$IMAGE" /spool -name '*.mp4')
 [ -z "$left" ] || fail "clips left in the spool: $left"
@@ -162,7 +162,7 @@ for clip in "$first" "$last"; do
   echo "$clip: $(stat -c %s "$file") bytes, ffprobe: $frames, logged frames=$logged"
   [ "$frames" = "h264,$logged" ] || fail "$clip does not decode to the $logged frames recorded"
 done
-if logs | grep -qF "$CAMERA_PASSWORD" || logs | grep -qF "$AZURITE_KEY"; then fail "a secret shows in the log"; fi
+if grep -qF -- "$CAMERA_PASSWORD" <<<"$(logs)" || grep -qF -- "$AZURITE_KEY" <<<"$(logs)"; then fail "a secret shows in the log"; fi
 
 step "health: camera gone, camera back"
 "${COMPOSE[@]}" start
