@@ -113,9 +113,9 @@ fn run_service(config: ServiceConfig) -> ExitCode {
 
 fn run_check(config: ServiceConfig) -> ExitCode {
     println!(
-        "config   ok    camera {:?}, clips of {}, spool {}",
+        "config   ok    camera {:?}, clips {}, spool {}",
         config.recorder.camera_name,
-        humantime::format_duration(config.recorder.record_duration),
+        config.recorder.clips.summary(),
         config.spool_dir.display()
     );
     let mut lines = vec![check::check_camera(&config)];
@@ -182,16 +182,12 @@ fn run_bench(mode: bench::BenchMode, video: &std::path::Path, settings: Settings
 fn run_detect(settings: Settings, video: &std::path::Path, out: &std::path::Path) -> ExitCode {
     // Logs to stderr here: stdout carries the JSON lines.
     telemetry::init_stderr(LogFormat::Text);
-    let printed = detect::detect_file(
-        video,
-        out,
-        settings.motion,
-        settings.record_duration,
-        |clip| match serde_json::to_string(&clip) {
+    let printed = detect::detect_file(video, out, settings.motion, settings.clips, |clip| {
+        match serde_json::to_string(&clip) {
             Ok(line) => println!("{line}"),
             Err(e) => error!(error = %e, "cannot print a clip"),
-        },
-    );
+        }
+    });
     match printed {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

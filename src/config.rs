@@ -51,6 +51,16 @@ pub struct RawEnv {
     pub spool_dir: String,
     #[envconfig(from = "RECORD_DURATION", default = "30s")]
     pub record_duration: String,
+    #[envconfig(from = "RECORD_MODE", default = "fixed")]
+    pub record_mode: String,
+    #[envconfig(from = "PRE_ROLL", default = "3s")]
+    pub pre_roll: String,
+    #[envconfig(from = "PRE_ROLL_MAX_MEMORY", default = "320MiB")]
+    pub pre_roll_max_memory: String,
+    #[envconfig(from = "POST_ROLL", default = "5s")]
+    pub post_roll: String,
+    #[envconfig(from = "MAX_CLIP", default = "2m")]
+    pub max_clip: String,
     #[envconfig(from = "RECONNECT_INTERVAL", default = "10s")]
     pub reconnect_interval: String,
     #[envconfig(from = "CAMERA_OPEN_TIMEOUT", default = "10s")]
@@ -159,11 +169,57 @@ pub struct MotionSettings {
     pub min_area: f64,
 }
 
-/// How clips are cut.
+/// When a clip ends (`RECORD_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClipPolicy {
+    /// `fixed`: motion starts a clip of `RECORD_DURATION` (the original service's behaviour).
+    Fixed { duration: Duration },
+    /// `motion`: the clip lasts while motion does, plus `POST_ROLL`; at `MAX_CLIP` the next clip goes on
+    /// without a gap.
+    FollowMotion {
+        post_roll: Duration,
+        max_clip: Duration,
+    },
+}
+
+/// How clips are cut: when they end, and how much of the time before the motion they keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClipSettings {
+    pub policy: ClipPolicy,
+    /// Kept before the first motion frame (`PRE_ROLL`, zero for none).
+    pub pre_roll: Duration,
+    /// The most memory the pre-roll frames may hold (`PRE_ROLL_MAX_MEMORY`); a longer pre-roll is cut to it.
+    pub pre_roll_max_bytes: u64,
+}
+
+impl ClipSettings {
+    /// One line for logs and `check`: `fixed 30s + 3s pre-roll`.
+    pub fn summary(&self) -> String {
+        let policy = match self.policy {
+            ClipPolicy::Fixed { duration } => {
+                format!("fixed {}", humantime::format_duration(duration))
+            }
+            ClipPolicy::FollowMotion {
+                post_roll,
+                max_clip,
+            } => format!(
+                "motion + {} post-roll, at most {}",
+                humantime::format_duration(post_roll),
+                humantime::format_duration(max_clip)
+            ),
+        };
+        format!(
+            "{policy}, {} pre-roll",
+            humantime::format_duration(self.pre_roll)
+        )
+    }
+}
+
+/// How clips are cut and named.
 #[derive(Debug, Clone)]
 pub struct RecorderSettings {
     pub camera_name: String,
-    pub record_duration: Duration,
+    pub clips: ClipSettings,
 }
 
 /// Where finished clips go.
@@ -211,7 +267,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub motion: MotionSettings,
-    pub record_duration: Duration,
+    pub clips: ClipSettings,
     pub log_format: LogFormat,
 }
 
@@ -249,7 +305,7 @@ impl Settings {
             motion: MotionSettings {
                 min_area: parse_min_area(&raw.motion_min_area)?,
             },
-            record_duration: parse_duration("RECORD_DURATION", &raw.record_duration)?,
+            clips: parse_clip_settings(raw)?,
             log_format: parse_log_format(&raw.log_format)?,
         })
     }
@@ -275,7 +331,7 @@ impl ServiceConfig {
             motion: shared.motion,
             recorder: RecorderSettings {
                 camera_name,
-                record_duration: shared.record_duration,
+                clips: shared.clips,
             },
             storage: parse_storage(raw)?,
             spool_dir: parse_dir("SPOOL_DIR", &raw.spool_dir)?,
@@ -310,6 +366,73 @@ fn parse_duration(variable: &'static str, raw: &str) -> Result<Duration, ConfigE
     }
     Ok(duration)
 }
+
+/// A duration that may be zero (`0s` turns the feature off).
+fn parse_duration_or_zero(variable: &'static str, raw: &str) -> Result<Duration, ConfigError> {
+    match raw.trim() {
+        "0" => Ok(Duration::ZERO),
+        trimmed => humantime::parse_duration(trimmed).map_err(|e| {
+            ConfigError::new(
+                variable,
+                format!("{raw:?} is not a duration ({e}); use e.g. 3s, 500ms, 0s for none"),
+            )
+        }),
+    }
+}
+
+fn parse_clip_settings(raw: &RawEnv) -> Result<ClipSettings, ConfigError> {
+    // Every variable is checked, also those the chosen mode does not use: a typo shows at once.
+    let duration = parse_duration("RECORD_DURATION", &raw.record_duration)?;
+    let post_roll = parse_duration_or_zero("POST_ROLL", &raw.post_roll)?;
+    let max_clip = parse_duration("MAX_CLIP", &raw.max_clip)?;
+    let policy = match raw.record_mode.trim().to_ascii_lowercase().as_str() {
+        "fixed" => ClipPolicy::Fixed { duration },
+        "motion" => {
+            if max_clip <= post_roll {
+                return Err(ConfigError::new(
+                    "MAX_CLIP",
+                    format!(
+                        "{} must be longer than POST_ROLL ({})",
+                        humantime::format_duration(max_clip),
+                        humantime::format_duration(post_roll)
+                    ),
+                ));
+            }
+            ClipPolicy::FollowMotion {
+                post_roll,
+                max_clip,
+            }
+        }
+        _ => {
+            return Err(ConfigError::new(
+                "RECORD_MODE",
+                format!(
+                    "{:?} is not one of: fixed (clips of RECORD_DURATION), motion (while motion lasts)",
+                    raw.record_mode
+                ),
+            ));
+        }
+    };
+    let pre_roll = parse_duration_or_zero("PRE_ROLL", &raw.pre_roll)?;
+    if pre_roll > MAX_PRE_ROLL {
+        return Err(ConfigError::new(
+            "PRE_ROLL",
+            format!(
+                "{} is longer than the {} the pre-roll buffer allows",
+                humantime::format_duration(pre_roll),
+                humantime::format_duration(MAX_PRE_ROLL)
+            ),
+        ));
+    }
+    Ok(ClipSettings {
+        policy,
+        pre_roll,
+        pre_roll_max_bytes: parse_bytes("PRE_ROLL_MAX_MEMORY", &raw.pre_roll_max_memory)?,
+    })
+}
+
+/// Pre-roll frames are kept decoded in memory; more than this would not fit a small Pi at any size.
+const MAX_PRE_ROLL: Duration = Duration::from_secs(30);
 
 fn parse_bytes(variable: &'static str, raw: &str) -> Result<u64, ConfigError> {
     raw.trim()
@@ -522,7 +645,16 @@ mod tests {
     fn defaults_apply_and_camera_name_comes_from_the_host() {
         let config =
             service(&[("RTSP_URL", "rtsp://admin:hunter2@192.168.1.20:554/stream1")]).unwrap();
-        assert_eq!(config.recorder.record_duration, Duration::from_secs(30));
+        assert_eq!(
+            config.recorder.clips,
+            ClipSettings {
+                policy: ClipPolicy::Fixed {
+                    duration: Duration::from_secs(30)
+                },
+                pre_roll: Duration::from_secs(3),
+                pre_roll_max_bytes: 320 * 1024 * 1024,
+            }
+        );
         assert_eq!(config.camera.reconnect_interval, Duration::from_secs(10));
         assert_eq!(config.motion.min_area, 5000.0);
         assert_eq!(config.shutdown_grace, Duration::from_secs(20));
@@ -564,10 +696,45 @@ mod tests {
             ("LOG_FORMAT", "xml"),
             ("SPOOL_MAX_BYTES", "lots"),
             ("SPOOL_MIN_FREE", "-1MB"),
+            ("RECORD_MODE", "always"),
+            ("PRE_ROLL", "3 sekundy"),
+            ("PRE_ROLL", "5m"),
+            ("PRE_ROLL_MAX_MEMORY", "a lot"),
+            ("POST_ROLL", "-5s"),
+            ("MAX_CLIP", "0s"),
         ] {
             let error = service(&[url, (variable, value)]).unwrap_err();
             assert_eq!(error.variable, variable, "{error}");
         }
+    }
+
+    #[test]
+    fn record_mode_motion_follows_the_motion_and_zero_turns_pre_roll_off() {
+        let url = ("RTSP_URL", "rtsp://cam/s");
+        let config = service(&[
+            url,
+            ("RECORD_MODE", "Motion"),
+            ("POST_ROLL", "0"),
+            ("MAX_CLIP", "90s"),
+            ("PRE_ROLL", "0s"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.recorder.clips.policy,
+            ClipPolicy::FollowMotion {
+                post_roll: Duration::ZERO,
+                max_clip: Duration::from_secs(90)
+            }
+        );
+        assert_eq!(config.recorder.clips.pre_roll, Duration::ZERO);
+        let error = service(&[
+            url,
+            ("RECORD_MODE", "motion"),
+            ("POST_ROLL", "1m"),
+            ("MAX_CLIP", "30s"),
+        ])
+        .unwrap_err();
+        assert_eq!(error.variable, "MAX_CLIP", "{error}");
     }
 
     #[test]

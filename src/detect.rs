@@ -12,7 +12,7 @@ use opencv::videoio::{self, VideoCapture};
 use serde::Serialize;
 
 use crate::camera::stream_info;
-use crate::config::{MotionSettings, RecorderSettings};
+use crate::config::{ClipSettings, MotionSettings, RecorderSettings};
 use crate::motion::MotionStage;
 use crate::recorder::{ClipReady, Recorder};
 use crate::spool::Spool;
@@ -22,8 +22,10 @@ use crate::stream::{Frame, StreamEvent, Timestamp};
 #[derive(Debug, Serialize)]
 pub struct DetectedClip {
     pub clip: String,
-    /// Seconds into the file of the clip's first frame, and of the end of its last frame.
+    /// Seconds into the file of the clip's first frame (pre-roll included), of the first motion, and of
+    /// the end of its last frame.
     pub start: f64,
+    pub motion_start: f64,
     pub end: f64,
     pub frames: u64,
     pub boxes: u64,
@@ -34,7 +36,7 @@ pub fn detect_file(
     video: &Path,
     out: &Path,
     motion: MotionSettings,
-    record_duration: Duration,
+    clips: ClipSettings,
     mut on_clip: impl FnMut(DetectedClip),
 ) -> anyhow::Result<()> {
     let mut capture = VideoCapture::from_file(video, videoio::CAP_ANY)
@@ -51,13 +53,7 @@ pub fn detect_file(
                 .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")
         })
         .unwrap_or_else(|| "video".into());
-    let mut recorder = Recorder::new(
-        RecorderSettings {
-            camera_name,
-            record_duration,
-        },
-        spool.clone(),
-    );
+    let mut recorder = Recorder::new(RecorderSettings { camera_name, clips }, spool.clone());
     let mut motion = MotionStage::new(motion);
     let frame_interval = Duration::from_secs_f64(1.0 / info.fps);
     let wall_base = SystemTime::now();
@@ -67,6 +63,7 @@ pub fn detect_file(
             on_clip(DetectedClip {
                 clip: ready.clip.path.display().to_string(),
                 start: millis(ready.first_pts),
+                motion_start: millis(ready.motion_pts),
                 end: millis(ready.last_pts + frame_interval),
                 frames: ready.frames,
                 boxes: ready.boxes,

@@ -49,7 +49,7 @@ pub async fn run<S: ClipSink + 'static>(
         name = %config.recorder.camera_name,
         storage = %sink.describe(),
         spool = %config.spool_dir.display(),
-        record = %humantime::format_duration(config.recorder.record_duration),
+        clips = %config.recorder.clips.summary(),
         waiting = waiting.len(),
         salvaged = salvage.salvaged.len(),
         quarantined = salvage.quarantined.len(),

@@ -21,7 +21,11 @@ fn a_moving_object_becomes_one_annotated_blob_and_the_local_file_is_deleted() {
     let azurite = Azurite::start();
     let mut camera = Camera::start(true);
     let record = 5;
-    let env = service_env(&camera, Some(&azurite), &[("RECORD_DURATION", "5s")]);
+    let env = service_env(
+        &camera,
+        Some(&azurite),
+        &[("RECORD_DURATION", "5s"), ("PRE_ROLL", "0s")],
+    );
     let mut service = Service::start(&[], &env);
     one_motion_clip(&mut camera, &service, record);
 
@@ -70,6 +74,28 @@ fn a_moving_object_becomes_one_annotated_blob_and_the_local_file_is_deleted() {
         service.spooled_clips()
     );
 
+    // Beside the clip: a snapshot with the boxes, and the event record.
+    let stem = name.trim_end_matches(".mp4");
+    let all: std::collections::HashMap<_, _> = azurite.all_blobs(CONTAINER).into_iter().collect();
+    assert_eq!(all.len(), 3, "{:?}", all.keys());
+    let snapshot = snapshot_facts(&all[&format!("{stem}.jpg")]);
+    assert_eq!((snapshot.width, snapshot.height), (640, 360));
+    assert!(snapshot.green_pixels > 100, "no box on the snapshot");
+    let record: serde_json::Value = serde_json::from_slice(&all[&format!("{stem}.json")]).unwrap();
+    assert_eq!(record["clip"], name.as_str());
+    assert_eq!(record["camera"], "testcam");
+    assert_eq!(record["frames"], u64::from(clip.frames));
+    assert_eq!(record["snapshot"], format!("{stem}.jpg"));
+    let samples = record["motion"].as_array().unwrap();
+    assert!(
+        samples.len() as u32 >= clip.frames_with_boxes / 2,
+        "{record}"
+    );
+    assert_eq!(
+        azurite.properties(CONTAINER, &format!("{stem}.jpg")).0,
+        Some(md5_base64(&all[&format!("{stem}.jpg")]))
+    );
+
     service.stop_cleanly();
     service.assert_no_secrets();
 }
@@ -84,7 +110,7 @@ fn a_still_scene_records_nothing() {
     std::thread::sleep(Duration::from_secs(8));
     service.stop_cleanly();
     assert_eq!(service.count("motion: recording"), 0, "{}", service.log());
-    assert!(azurite.blobs(CONTAINER).is_empty());
+    assert!(azurite.all_blobs(CONTAINER).is_empty());
     assert!(service.spooled_clips().is_empty());
 }
 

@@ -2,6 +2,7 @@
 
 use opencv::core::{self, Mat, Point, Ptr, Rect, Size, Vector};
 use opencv::imgproc;
+use opencv::prelude::*;
 use opencv::video::{self, BackgroundSubtractorMOG2};
 
 use crate::config::MotionSettings;
@@ -10,6 +11,9 @@ use crate::stream::StreamInfo;
 /// Height of the frame the detector works on (Frigate uses 100-180 px); larger frames are reduced to it.
 const DETECTION_HEIGHT: i32 = 180;
 /// Frames after a (re)connect that only train the background, at least this many, or a second's worth.
+/// The background starts as their per-pixel median, so something that moves through them does not
+/// become part of it (MOG2 fed those frames directly keeps the mover as a second background mode, and
+/// is blind along its path for half a minute).
 const MIN_WARMUP_FRAMES: u32 = 10;
 /// MOG2's history, in frames; after warm-up the model learns at 1/HISTORY per frame. (MOG2's automatic rate
 /// is 1/n for the first HISTORY frames, which absorbs a moving object into the background within a couple
@@ -29,6 +33,8 @@ pub struct MotionDetector {
     warmup_frames: u32,
     /// Times the background was learned afresh after a lighting change.
     pub lighting_changes: u64,
+    /// The reduced gray frames of the warm-up so far.
+    warmup_grays: Vec<Mat>,
     small: Mat,
     gray: Mat,
     mask: Mat,
@@ -55,6 +61,7 @@ impl MotionDetector {
             warmup_left: MIN_WARMUP_FRAMES.max(info.fps.round() as u32),
             warmup_frames: MIN_WARMUP_FRAMES.max(info.fps.round() as u32),
             lighting_changes: 0,
+            warmup_grays: Vec::new(),
             small: Mat::default(),
             gray: Mat::default(),
             mask: Mat::default(),
@@ -69,13 +76,30 @@ impl MotionDetector {
 
     /// Moving regions of at least the minimum area, in full-resolution pixels.
     pub fn detect(&mut self, frame: &Mat) -> opencv::Result<Vec<Rect>> {
-        // Warm-up learns fast (automatic rate); afterwards the steady rate.
-        let learning_rate = if self.warming_up() {
-            -1.0
-        } else {
-            1.0 / f64::from(HISTORY)
-        };
-        self.warmup_left = self.warmup_left.saturating_sub(1);
+        self.reduce(frame)?;
+        if self.warming_up() {
+            self.warmup_grays.push(self.gray.try_clone()?);
+            self.warmup_left -= 1;
+            if !self.warming_up() {
+                self.seed_background()?;
+            }
+            return Ok(Vec::new());
+        }
+        video::BackgroundSubtractorMOG2Trait::apply(
+            &mut self.subtractor,
+            &self.gray,
+            &mut self.mask,
+            1.0 / f64::from(HISTORY),
+        )?;
+        if self.foreground_share()? > LIGHTING_CHANGE_SHARE {
+            self.relearn();
+            return Ok(Vec::new());
+        }
+        self.boxes()
+    }
+
+    /// The small grayscale copy of `frame`, into `self.gray`.
+    fn reduce(&mut self, frame: &Mat) -> opencv::Result<()> {
         if self.scale > 1.0 {
             imgproc::resize(
                 frame,
@@ -89,16 +113,42 @@ impl MotionDetector {
         } else {
             imgproc::cvt_color_def(frame, &mut self.gray, imgproc::COLOR_BGR2GRAY)?;
         }
+        Ok(())
+    }
+
+    /// A fresh background model that starts from the per-pixel median of the warm-up frames.
+    fn seed_background(&mut self) -> opencv::Result<()> {
+        let frames = std::mem::take(&mut self.warmup_grays);
+        let mut median = self.gray.try_clone()?;
+        {
+            let planes: Vec<&[u8]> = frames
+                .iter()
+                .map(|frame| frame.data_bytes())
+                .collect::<opencv::Result<_>>()?;
+            let out = median.data_bytes_mut()?;
+            let mut values = Vec::with_capacity(planes.len());
+            for (pixel, slot) in out.iter_mut().enumerate() {
+                values.clear();
+                values.extend(planes.iter().filter_map(|plane| plane.get(pixel)));
+                values.sort_unstable();
+                if let Some(middle) = values.get(values.len() / 2) {
+                    *slot = *middle;
+                }
+            }
+        }
+        self.subtractor = video::create_background_subtractor_mog2(HISTORY, 16.0, false)?;
+        // The first frame a fresh model sees becomes its background, at full weight.
         video::BackgroundSubtractorMOG2Trait::apply(
             &mut self.subtractor,
-            &self.gray,
+            &median,
             &mut self.mask,
-            learning_rate,
-        )?;
-        if !self.warming_up() && self.foreground_share()? > LIGHTING_CHANGE_SHARE {
-            self.relearn()?;
-            return Ok(Vec::new());
-        }
+            1.0,
+        )
+    }
+
+    /// Contours of the foreground mask, cleaned up, of at least the minimum area, in full-resolution
+    /// pixels.
+    fn boxes(&mut self) -> opencv::Result<Vec<Rect>> {
         let no_kernel = Mat::default();
         let anchor = Point::new(-1, -1);
         let border = imgproc::morphology_default_border_value()?;
@@ -142,22 +192,15 @@ impl MotionDetector {
         Ok(f64::from(core::count_non_zero(&self.mask)?) / pixels)
     }
 
-    /// Drops the background model and learns it again from the current frame on, as after a reconnect.
-    fn relearn(&mut self) -> opencv::Result<()> {
-        self.subtractor = video::create_background_subtractor_mog2(HISTORY, 16.0, false)?;
-        video::BackgroundSubtractorMOG2Trait::apply(
-            &mut self.subtractor,
-            &self.gray,
-            &mut self.mask,
-            -1.0,
-        )?;
+    /// Learns the background afresh from the next frames, as after a reconnect.
+    fn relearn(&mut self) {
+        self.warmup_grays.clear();
         self.warmup_left = self.warmup_frames;
         self.lighting_changes += 1;
         tracing::debug!(
             changes = self.lighting_changes,
             "lighting changed over most of the frame; relearning the background"
         );
-        Ok(())
     }
 
     fn to_full_resolution(&self, rect: Rect) -> Rect {
@@ -175,7 +218,6 @@ impl MotionDetector {
 mod tests {
     use super::*;
     use opencv::core::{CV_8UC3, Scalar};
-    use opencv::prelude::*;
 
     fn scene(box_x: Option<i32>) -> Mat {
         let mut image = Mat::new_rows_cols_with_default(
@@ -241,6 +283,22 @@ mod tests {
             (found.width - 150).abs() <= 24 && (found.height - 150).abs() <= 24,
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn something_moving_through_the_warm_up_does_not_become_background() {
+        let mut detector = detector(5000.0);
+        let mut x = 0;
+        while detector.warming_up() {
+            detector.detect(&scene(Some(x))).unwrap();
+            x += 80;
+        }
+        // Back where it passed during the warm-up, and then somewhere else: seen both times.
+        for x in [160, 640] {
+            let boxes = detector.detect(&scene(Some(x))).unwrap();
+            assert_eq!(boxes.len(), 1, "at x={x}: {boxes:?}");
+            assert!((boxes[0].x - x).abs() <= 12, "{boxes:?}");
+        }
     }
 
     #[test]

@@ -1,34 +1,44 @@
 //! The recorder stage: cuts clips out of the verdict stream and hands finished ones to the spool.
 //!
 //! Receives `StreamEvent<Verdict>`; emits `ClipReady` (the clip committed to the spool, which wakes the
-//! uploader). Motion starts a clip of `RECORD_DURATION` at the stream's real frame rate; every frame written
-//! carries the detector's boxes. A clip cut short by a camera drop, a resolution change or shutdown is
-//! closed properly and kept.
+//! uploader). The schedule decides when a clip starts and ends (`RECORD_MODE`); the frames kept from
+//! before the motion (`PRE_ROLL`) open it. Every frame written carries the detector's boxes. With each
+//! clip go a snapshot (the frame with the most motion) and an event record. A clip cut short by a camera
+//! drop, a resolution change or shutdown is closed properly and kept.
 
 mod annotate;
+mod backlog;
+mod event;
 mod schedule;
 mod writer;
 
 use std::time::{Duration, SystemTime};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, TryRecvError};
+use opencv::core::MatTraitConst;
 use tracing::{error, info, warn};
 
 pub use annotate::{BOX_BGR, draw_boxes};
+pub use event::{EventRecord, MotionSample};
 pub use schedule::{ClipSchedule, FrameAction};
 pub use writer::{ClipWriter, WriterError};
 
+use backlog::Backlog;
+use event::{ClipSummary, EventTracker};
+
 use crate::config::RecorderSettings;
 use crate::shutdown::Shutdown;
-use crate::spool::{ClipFacts, ClipName, Spool, SpooledClip, free_bytes};
+use crate::spool::{Attachment, ClipFacts, ClipName, Spool, SpooledClip, free_bytes};
 use crate::stream::{StreamEvent, StreamInfo, Timestamp, Verdict};
 
 /// A clip that was closed and committed to the spool.
 #[derive(Debug, Clone)]
 pub struct ClipReady {
     pub clip: SpooledClip,
-    /// Stream time of the first and last frame.
+    /// Stream time of the first frame (pre-roll included), of the frame that started the clip, and of
+    /// the last frame.
     pub first_pts: Duration,
+    pub motion_pts: Duration,
     pub last_pts: Duration,
     pub frames: u64,
     /// Boxes drawn over the whole clip.
@@ -51,19 +61,24 @@ pub enum RecorderError {
 struct OpenClip {
     name: ClipName,
     writer: ClipWriter,
-    started: Timestamp,
-    last_pts: Duration,
+    /// The frame that started the clip (after its pre-roll).
+    motion: Timestamp,
+    first: Option<Timestamp>,
+    last: Timestamp,
     frames: u64,
     boxes: u64,
+    event: EventTracker,
 }
 
-/// Owns the open clip (if any) and the schedule that decides when clips start and end.
+/// Owns the open clip (if any), the frames not written yet, and the schedule that decides when clips
+/// start and end.
 pub struct Recorder {
     settings: RecorderSettings,
     spool: Spool,
     schedule: ClipSchedule,
     stream: Option<StreamInfo>,
     open: Option<OpenClip>,
+    backlog: Backlog,
     last_stem_second: Option<(u64, u32)>,
     out_of_room: bool,
     last_room_check: Option<Duration>,
@@ -72,11 +87,12 @@ pub struct Recorder {
 impl Recorder {
     pub fn new(settings: RecorderSettings, spool: Spool) -> Self {
         Self {
-            schedule: ClipSchedule::new(settings.record_duration),
+            schedule: ClipSchedule::new(settings.clips.policy),
             settings,
             spool,
             stream: None,
             open: None,
+            backlog: Backlog::default(),
             last_stem_second: None,
             out_of_room: false,
             last_room_check: None,
@@ -91,61 +107,141 @@ impl Recorder {
         match event {
             StreamEvent::Started(info) => {
                 let finished = self.finish()?;
+                // A pre-roll belongs to its stream: never put an old connection's frames in a new clip.
+                self.backlog.clear();
                 self.stream = Some(info);
+                self.log_pre_roll_budget(info);
                 Ok(finished)
             }
             StreamEvent::Item(verdict) => self.on_verdict(verdict),
             StreamEvent::Ended { .. } => {
                 let finished = self.finish()?;
+                self.backlog.clear();
                 self.stream = None;
                 Ok(finished)
             }
         }
     }
 
-    /// The stream ended or the service stops: closes and commits the open clip, if any.
+    /// The stream ended or the service stops: writes what is waiting, closes and commits the open clip.
     pub fn finish(&mut self) -> Result<Option<ClipReady>, RecorderError> {
         self.schedule.on_end();
         self.close_clip()
     }
 
-    /// Closes and commits the open clip without touching the schedule (which may have opened the next).
+    /// True while an open clip has frames waiting for the encoder.
+    pub fn is_behind(&self) -> bool {
+        self.open.is_some() && !self.backlog.is_empty()
+    }
+
+    /// Writes one waiting frame into the open clip (the recorder had nothing else to do).
+    pub fn catch_up(&mut self) -> Result<(), RecorderError> {
+        match (self.open.as_mut(), self.backlog.pop()) {
+            (Some(open), Some(verdict)) => write_frame(open, verdict),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes what is waiting, then closes and commits the open clip, without touching the schedule
+    /// (which may have opened the next).
     fn close_clip(&mut self) -> Result<Option<ClipReady>, RecorderError> {
-        let Some(open) = self.open.take() else {
+        let Some(mut open) = self.open.take() else {
             return Ok(None);
         };
         let clip = open.name.blob_name();
+        let mut drained = Ok(());
+        while let Some(verdict) = self.backlog.pop() {
+            drained = drained.and(write_frame(&mut open, verdict));
+        }
+        if let Err(e) = drained {
+            error!(clip = %clip, error = %e, "frames lost while closing the clip");
+        }
+        let stream = self.stream.unwrap_or(StreamInfo {
+            size: open.writer.size(),
+            fps: 0.0,
+        });
+        let frame_interval = if stream.fps > 0.0 {
+            Duration::from_secs_f64(1.0 / stream.fps)
+        } else {
+            Duration::ZERO
+        };
+        let attachments = self.attachments(&open, stream, frame_interval);
         open.writer
             .finish()
             .map_err(|source| RecorderError::Writer {
                 clip: clip.clone(),
                 source,
             })?;
-        let frame_seconds = self.stream.map(|s| 1.0 / s.fps).unwrap_or_default();
+        let first = open.first.unwrap_or(open.last);
         let facts = ClipFacts {
-            seconds: open.last_pts.saturating_sub(open.started.pts).as_secs_f64() + frame_seconds,
+            seconds: (open.last.pts.saturating_sub(first.pts) + frame_interval).as_secs_f64(),
             frames: open.frames,
             boxes: open.boxes,
             salvaged: false,
         };
         let spooled = self
             .spool
-            .commit(&open.name, &self.settings.camera_name, &facts)
+            .commit(&open.name, &self.settings.camera_name, &facts, &attachments)
             .map_err(|source| RecorderError::Spool { clip, source })?;
         Ok(Some(ClipReady {
             clip: spooled,
-            first_pts: open.started.pts,
-            last_pts: open.last_pts,
+            first_pts: first.pts,
+            motion_pts: open.motion.pts,
+            last_pts: open.last.pts,
             frames: open.frames,
             boxes: open.boxes,
         }))
     }
 
-    fn on_verdict(&mut self, mut verdict: Verdict) -> Result<Option<ClipReady>, RecorderError> {
+    /// The snapshot and the event record of a closed clip. A failure costs the attachment, never the clip.
+    fn attachments(
+        &self,
+        open: &OpenClip,
+        stream: StreamInfo,
+        frame_interval: Duration,
+    ) -> Vec<(Attachment, Vec<u8>)> {
+        let clip = open.name.blob_name();
+        let mut attachments = Vec::new();
+        let snapshot = match open.event.snapshot_jpeg() {
+            Ok(jpeg) => jpeg,
+            Err(e) => {
+                warn!(clip = %clip, error = %e, "cannot encode the snapshot; the clip goes without one");
+                None
+            }
+        };
+        let snapshot_name = snapshot
+            .as_ref()
+            .map(|_| Attachment::Snapshot.blob_name(&clip));
+        if let Some(jpeg) = snapshot {
+            attachments.push((Attachment::Snapshot, jpeg));
+        }
+        let record = open.event.record(
+            ClipSummary {
+                camera: self.settings.camera_name.clone(),
+                blob_name: clip.clone(),
+                last_pts: open.last.pts,
+                last_wall: open.last.wall,
+                frame_interval,
+                frames: open.frames,
+                fps: stream.fps,
+                width: stream.size.width,
+                height: stream.size.height,
+            },
+            snapshot_name,
+        );
+        match serde_json::to_vec_pretty(&record) {
+            Ok(json) => attachments.push((Attachment::EventRecord, json)),
+            Err(e) => warn!(clip = %clip, error = %e, "cannot write the event record"),
+        }
+        attachments
+    }
+
+    fn on_verdict(&mut self, verdict: Verdict) -> Result<Option<ClipReady>, RecorderError> {
         let Some(stream) = self.stream else {
             return Ok(None);
         };
-        let image_size = opencv::core::MatTraitConst::size(&verdict.frame.image)?;
+        let now = verdict.frame.at.pts;
+        let image_size = verdict.frame.image.size()?;
         let mut finished = None;
         if self
             .open
@@ -159,23 +255,27 @@ impl Recorder {
             );
             finished = self.finish()?;
         }
-        let action = self
-            .schedule
-            .on_frame(verdict.frame.at.pts, verdict.has_motion());
+        let action = self.schedule.on_frame(now, verdict.has_motion());
         if action.finish {
             finished = self.close_clip()?;
         }
         let check_room = action.start
-            || (action.write
-                && self
-                    .open
-                    .as_ref()
-                    .is_some_and(|o| o.frames % stream.fps.round().max(1.0) as u64 == 0));
-        if check_room && !self.room_to_record(verdict.frame.at.pts) {
+            || self
+                .open
+                .as_ref()
+                .is_some_and(|o| o.frames % stream.fps.round().max(1.0) as u64 == 0);
+        if check_room && !self.room_to_record(now) {
             // Close what we have cleanly rather than let the disk fill mid-write.
-            return Ok(self.finish()?.or(finished));
+            let closed = self.finish()?;
+            self.keep_as_pre_roll(verdict);
+            return Ok(closed.or(finished));
         }
         if action.start {
+            self.backlog.keep_pre_roll(
+                now,
+                self.settings.clips.pre_roll,
+                self.settings.clips.pre_roll_max_bytes,
+            );
             self.start(
                 verdict.frame.at,
                 StreamInfo {
@@ -184,14 +284,33 @@ impl Recorder {
                 },
             )?;
         }
-        if action.write {
-            self.write(&mut verdict)?;
+        match self.open.as_mut() {
+            Some(open) => {
+                // One frame out for each frame in: the pre-roll drains as fast as frames arrive, and
+                // faster when the recorder is idle (`catch_up`).
+                self.backlog.push(verdict);
+                if let Some(next) = self.backlog.pop() {
+                    write_frame(open, next)?;
+                }
+            }
+            None => self.keep_as_pre_roll(verdict),
         }
         Ok(finished)
     }
 
-    fn start(&mut self, at: Timestamp, stream: StreamInfo) -> Result<(), RecorderError> {
-        let name = self.unique_name(at.wall);
+    fn keep_as_pre_roll(&mut self, verdict: Verdict) {
+        let now = verdict.frame.at.pts;
+        self.backlog.push(verdict);
+        self.backlog.keep_pre_roll(
+            now,
+            self.settings.clips.pre_roll,
+            self.settings.clips.pre_roll_max_bytes,
+        );
+    }
+
+    fn start(&mut self, motion: Timestamp, stream: StreamInfo) -> Result<(), RecorderError> {
+        let first = self.backlog.first().unwrap_or(motion);
+        let name = self.unique_name(first.wall);
         let path = self
             .spool
             .recording_path(&name)
@@ -213,33 +332,54 @@ impl Recorder {
                 return Err(e);
             }
         };
-        info!(clip = %name.blob_name(), fps = stream.fps, "motion: recording");
+        let pre_roll = motion.pts.saturating_sub(first.pts);
+        info!(
+            clip = %name.blob_name(),
+            fps = stream.fps,
+            pre_roll = format!("{:.1}s", pre_roll.as_secs_f64()),
+            pre_roll_frames = self.backlog.len(),
+            pre_roll_mib = self.backlog.bytes() / 1_048_576,
+            "motion: recording"
+        );
         self.open = Some(OpenClip {
             name,
             writer,
-            started: at,
-            last_pts: at.pts,
+            motion,
+            first: None,
+            last: first,
             frames: 0,
             boxes: 0,
+            event: EventTracker::new((motion.pts, motion.wall)),
         });
         Ok(())
     }
 
-    fn write(&mut self, verdict: &mut Verdict) -> Result<(), RecorderError> {
-        let Some(open) = self.open.as_mut() else {
-            return Ok(());
-        };
-        draw_boxes(&mut verdict.frame.image, &verdict.boxes)?;
-        open.writer
-            .write(&verdict.frame.image)
-            .map_err(|source| RecorderError::Writer {
-                clip: open.name.blob_name(),
-                source,
-            })?;
-        open.frames += 1;
-        open.boxes += verdict.boxes.len() as u64;
-        open.last_pts = verdict.frame.at.pts;
-        Ok(())
+    /// Says once per stream what the pre-roll costs in memory, and when `PRE_ROLL_MAX_MEMORY` cuts it.
+    fn log_pre_roll_budget(&self, info: StreamInfo) {
+        let clips = self.settings.clips;
+        if clips.pre_roll.is_zero() {
+            return;
+        }
+        let frame_bytes = f64::from(info.size.width) * f64::from(info.size.height) * 3.0;
+        let wanted_frames = (clips.pre_roll.as_secs_f64() * info.fps).ceil();
+        let wanted_bytes = wanted_frames * frame_bytes;
+        if wanted_bytes > clips.pre_roll_max_bytes as f64 {
+            let kept = clips.pre_roll_max_bytes as f64 / frame_bytes / info.fps.max(1.0);
+            warn!(
+                pre_roll = %humantime::format_duration(clips.pre_roll),
+                needs_mib = (wanted_bytes / 1048576.0).round(),
+                max_mib = (clips.pre_roll_max_bytes as f64 / 1048576.0).round(),
+                kept = format!("{kept:.1}s"),
+                "PRE_ROLL does not fit PRE_ROLL_MAX_MEMORY at this resolution; the pre-roll is shorter"
+            );
+        } else {
+            info!(
+                pre_roll = %humantime::format_duration(clips.pre_roll),
+                frames = wanted_frames,
+                mib = (wanted_bytes / 1048576.0).round(),
+                "pre-roll buffer"
+            );
+        }
     }
 
     /// Whether the spool's disk has room for recording, after deleting old clips if needed. Logs once
@@ -292,6 +432,36 @@ impl Recorder {
     }
 }
 
+/// Draws the boxes on a frame and writes it into the clip. A frame of another size (from before a
+/// resolution change) cannot go into this clip and is left out.
+fn write_frame(open: &mut OpenClip, verdict: Verdict) -> Result<(), RecorderError> {
+    let Verdict {
+        frame, mut boxes, ..
+    } = verdict;
+    let mut image = frame.image;
+    if image.size()? != open.writer.size() {
+        return Ok(());
+    }
+    if frame.at.pts < open.motion.pts {
+        // Pre-roll: the time before the motion is shown as it was.
+        boxes.clear();
+    }
+    draw_boxes(&mut image, &boxes)?;
+    open.writer
+        .write(&image)
+        .map_err(|source| RecorderError::Writer {
+            clip: open.name.blob_name(),
+            source,
+        })?;
+    open.frames += 1;
+    open.boxes += boxes.len() as u64;
+    open.first.get_or_insert(frame.at);
+    open.last = frame.at;
+    open.event
+        .on_frame(frame.at.pts, frame.at.wall, &boxes, image);
+    Ok(())
+}
+
 /// Decodes a clip file to the end: how many frames it holds, and how long they last. For recordings a
 /// crash left behind, to tell a salvageable file from a broken one.
 pub fn inspect_clip(path: &std::path::Path) -> Result<ClipFacts, String> {
@@ -330,11 +500,25 @@ pub fn log_clip(ready: &ClipReady) {
 }
 
 /// Runs the stage on its own thread until the input closes or shutdown; the open clip is always closed.
+/// Idle moments go to writing the frames an open clip still has waiting.
 pub fn run(mut recorder: Recorder, input: &Receiver<StreamEvent<Verdict>>, shutdown: &Shutdown) {
     loop {
-        let event = crossbeam_channel::select! {
-            recv(input) -> event => event.ok(),
-            recv(shutdown.closed()) -> _ => None,
+        let event = if recorder.is_behind() && !shutdown.is_requested() {
+            match input.try_recv() {
+                Ok(event) => Some(event),
+                Err(TryRecvError::Empty) => {
+                    if let Err(e) = recorder.catch_up() {
+                        error!(error = %e, "recording failed");
+                    }
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => None,
+            }
+        } else {
+            crossbeam_channel::select! {
+                recv(input) -> event => event.ok(),
+                recv(shutdown.closed()) -> _ => None,
+            }
         };
         let last = event.is_none();
         let result = match event {
@@ -355,6 +539,7 @@ pub fn run(mut recorder: Recorder, input: &Receiver<StreamEvent<Verdict>>, shutd
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{ClipPolicy, ClipSettings};
     use crate::stream::Frame;
     use opencv::core::{CV_8UC3, Mat, Rect, Scalar, Size};
 
@@ -381,16 +566,87 @@ mod tests {
         })
     }
 
-    /// A recorder of 2 s clips over a spool in a temporary folder (kept alive by the returned guard).
-    fn recorder_of_2s_clips() -> (tempfile::TempDir, Spool, Recorder) {
+    /// A recorder of fixed 2 s clips with `pre_roll` over a spool in a temporary folder (kept alive by
+    /// the returned guard).
+    fn recorder_of_2s_clips_with(pre_roll: Duration) -> (tempfile::TempDir, Spool, Recorder) {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         let settings = RecorderSettings {
             camera_name: "cam".into(),
-            record_duration: Duration::from_secs(2),
+            clips: ClipSettings {
+                policy: ClipPolicy::Fixed {
+                    duration: Duration::from_secs(2),
+                },
+                pre_roll,
+                pre_roll_max_bytes: u64::MAX,
+            },
         };
         let recorder = Recorder::new(settings, spool.clone());
         (dir, spool, recorder)
+    }
+
+    fn recorder_of_2s_clips() -> (tempfile::TempDir, Spool, Recorder) {
+        recorder_of_2s_clips_with(Duration::ZERO)
+    }
+
+    fn started() -> StreamEvent<Verdict> {
+        StreamEvent::Started(StreamInfo {
+            size: Size::new(160, 120),
+            fps: FPS,
+        })
+    }
+
+    #[test]
+    fn the_pre_roll_opens_the_clip_without_boxes_and_drains_while_frames_arrive() {
+        let (_dir, _spool, mut recorder) = recorder_of_2s_clips_with(Duration::from_secs(1));
+        let mut clips = Vec::new();
+        clips.extend(recorder.handle(started()).unwrap());
+        // 3 s still, then motion for good.
+        for seq in 0..45 {
+            clips.extend(recorder.handle(verdict(seq, false)).unwrap());
+        }
+        clips.extend(recorder.handle(verdict(45, true)).unwrap());
+        assert!(recorder.is_behind(), "the pre-roll waits for the encoder");
+        recorder.catch_up().unwrap();
+        for seq in 46..60 {
+            clips.extend(recorder.handle(verdict(seq, true)).unwrap());
+        }
+        clips.extend(recorder.finish().unwrap());
+
+        assert_eq!(clips.len(), 1);
+        let clip = &clips[0];
+        // 1 s of pre-roll (frames 30..=44) and the 15 frames from the first motion.
+        assert_eq!((clip.frames, clip.boxes), (30, 15));
+        assert_eq!(clip.first_pts, Duration::from_secs_f64(30.0 / FPS));
+        assert_eq!(clip.motion_pts, Duration::from_secs_f64(45.0 / FPS));
+        assert_eq!(inspect_clip(&clip.clip.path).unwrap().frames, 30);
+        let attachments = clip.clip.attachments();
+        let kinds: Vec<_> = attachments.iter().map(|(kind, _)| *kind).collect();
+        assert_eq!(kinds, [Attachment::Snapshot, Attachment::EventRecord]);
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&attachments[1].1).unwrap()).unwrap();
+        assert_eq!(record["pre_roll_seconds"], 1.0);
+        assert_eq!(record["frames"], 30);
+        assert_eq!(record["motion"].as_array().unwrap().len(), 15);
+        assert_eq!(record["motion"][0]["t"], 1.0);
+        assert_eq!(
+            record["motion"][0]["boxes"][0],
+            serde_json::json!([10, 10, 40, 40])
+        );
+        assert_eq!(record["clip"], clip.clip.blob_name.as_str());
+    }
+
+    #[test]
+    fn back_to_back_clips_never_share_frames_through_the_pre_roll() {
+        let (_dir, _spool, mut recorder) = recorder_of_2s_clips_with(Duration::from_secs(1));
+        let mut clips = Vec::new();
+        clips.extend(recorder.handle(started()).unwrap());
+        for seq in 0..75 {
+            clips.extend(recorder.handle(verdict(seq, true)).unwrap());
+        }
+        clips.extend(recorder.finish().unwrap());
+        let frames: Vec<u64> = clips.iter().map(|c| c.frames).collect();
+        assert_eq!(frames, [30, 30, 15], "every frame exactly once");
     }
 
     #[test]

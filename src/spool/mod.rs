@@ -4,7 +4,9 @@
 //! `<root>/<name>`, where `<name>` is its blob name (`<camera>/<YYYY-MM-DD>/<YYYYMMDDTHHMMSSZ>.mp4`). So a
 //! crash never leaves a half-written file that looks finished, and clips that wait for an upload survive a
 //! restart. The uploader takes the oldest first and removes a clip only after its upload was confirmed.
+//! A clip's attachments (snapshot, event record) are committed before it and removed with it.
 
+mod attachment;
 mod clip_name;
 mod limits;
 mod sidecar;
@@ -17,6 +19,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use tracing::{error, warn};
 
+pub use attachment::Attachment;
 pub use clip_name::ClipName;
 pub use limits::{SpoolLimits, free_bytes};
 pub use sidecar::{ClipFacts, ClipMeta, base64_md5, md5_of_file, sidecar_path};
@@ -32,6 +35,17 @@ pub struct SpooledClip {
     /// The name it gets in storage, `/`-separated.
     pub blob_name: String,
     pub size: u64,
+}
+
+impl SpooledClip {
+    /// The attachments this clip has on disk, with their paths.
+    pub fn attachments(&self) -> Vec<(Attachment, PathBuf)> {
+        Attachment::ALL
+            .into_iter()
+            .map(|kind| (kind, kind.spool_path(&self.path)))
+            .filter(|(_, path)| path.exists())
+            .collect()
+    }
 }
 
 /// Handle to the spool directory; clones share the "a clip is ready" notification.
@@ -114,13 +128,14 @@ impl Spool {
                 .exists()
     }
 
-    /// Makes a closed recording a finished clip: syncs it, writes its sidecar, renames it into place,
-    /// wakes the uploader.
+    /// Makes a closed recording a finished clip: syncs it, writes its sidecar and attachments, renames it
+    /// into place, wakes the uploader.
     pub fn commit(
         &self,
         name: &ClipName,
         camera: &str,
         facts: &ClipFacts,
+        attachments: &[(Attachment, Vec<u8>)],
     ) -> io::Result<SpooledClip> {
         let recording = self.root.join(RECORDING_DIR).join(name.relative_path());
         let finished = self.root.join(name.relative_path());
@@ -139,12 +154,11 @@ impl Spool {
         if let Some(parent) = finished.parent() {
             fs::create_dir_all(parent)?;
         }
-        // The sidecar first: a clip in place always has one.
-        let sidecar = sidecar_path(&finished);
-        let partial = sidecar.with_extension("json.part");
-        fs::write(&partial, serde_json::to_vec_pretty(&meta)?)?;
-        fs::File::open(&partial)?.sync_all()?;
-        fs::rename(&partial, &sidecar)?;
+        // The sidecar and attachments first: a clip in place always has them.
+        write_durably(&sidecar_path(&finished), &serde_json::to_vec_pretty(&meta)?)?;
+        for (kind, bytes) in attachments {
+            write_durably(&kind.spool_path(&finished), bytes)?;
+        }
         fs::rename(&recording, &finished)?;
         if let Err(e) = self.enforce_limits() {
             error!(error = %e, "cannot apply the spool's size limits");
@@ -228,8 +242,13 @@ impl Spool {
 
     /// Deletes a clip whose upload was confirmed, with its sidecar.
     pub fn remove(&self, clip: &SpooledClip) -> io::Result<()> {
-        // Either may be gone already (the limits and the uploader can race for the oldest clip).
-        for path in [clip.path.clone(), sidecar_path(&clip.path)] {
+        // Any may be gone already (the limits and the uploader can race for the oldest clip). The clip
+        // goes first: what is left of a half-removed set is never uploaded again.
+        let attachments = Attachment::ALL.map(|kind| kind.spool_path(&clip.path));
+        for path in [clip.path.clone(), sidecar_path(&clip.path)]
+            .into_iter()
+            .chain(attachments)
+        {
             match fs::remove_file(path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
@@ -284,6 +303,7 @@ impl Spool {
                             salvaged: true,
                             ..facts
                         },
+                        &[],
                     )?;
                     warn!(clip = %clip.blob_name, frames = facts.frames, bytes = clip.size,
                         "salvaged a recording interrupted by a crash or power cut");
@@ -304,6 +324,16 @@ impl Spool {
         }
         Ok(outcome)
     }
+}
+
+/// Writes `bytes` to `path` through a temporary name, synced, so a crash never leaves a half file.
+fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".part");
+    let partial = PathBuf::from(partial);
+    fs::write(&partial, bytes)?;
+    fs::File::open(&partial)?.sync_all()?;
+    fs::rename(&partial, path)
 }
 
 /// What [`Spool::salvage_interrupted`] did.
@@ -351,8 +381,11 @@ mod tests {
         record(&spool, &newer, b"newer");
         record(&spool, &older, b"older");
         record(&spool, &open, b"still recording");
-        spool.commit(&newer, "gate", &facts(30)).unwrap();
-        spool.commit(&older, "yard", &facts(45)).unwrap();
+        let snapshot = (Attachment::Snapshot, b"jpeg".to_vec());
+        spool.commit(&newer, "gate", &facts(30), &[]).unwrap();
+        spool
+            .commit(&older, "yard", &facts(45), &[snapshot])
+            .unwrap();
         let pending = spool.pending().unwrap();
         let names: Vec<_> = pending.iter().map(|c| c.blob_name.as_str()).collect();
         assert_eq!(
@@ -363,6 +396,10 @@ mod tests {
             ]
         );
         assert_eq!(pending[0].size, 5);
+        let attachments = pending[0].attachments();
+        assert_eq!(attachments.len(), 1);
+        assert_eq!(fs::read(&attachments[0].1).unwrap(), b"jpeg");
+        assert!(pending[1].attachments().is_empty());
         let meta = spool.meta(&pending[0]).unwrap();
         assert_eq!(
             (meta.camera.as_str(), meta.frames, meta.boxes, meta.bytes),
@@ -379,6 +416,7 @@ mod tests {
             !sidecar_path(&pending[0].path).exists(),
             "the sidecar goes with the clip"
         );
+        assert!(!attachments[0].1.exists(), "and so do its attachments");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tokio::io::AsyncReadExt;
 
 use super::{ClipSink, UploadError};
 use crate::config::AzureSettings;
-use crate::spool::{ClipMeta, SpooledClip, base64_md5};
+use crate::spool::{Attachment, ClipMeta, SpooledClip, base64_md5};
 
 const BLOCK_SIZE: usize = 4 * 1024 * 1024;
 /// Longest any single request may take (a 4 MiB block on a slow uplink included).
@@ -133,6 +133,26 @@ impl ClipSink for AzureSink {
         )
         .await
         .map_err(|e| self.failed(&e, "committing the blob"))?;
+        Ok(())
+    }
+
+    async fn upload_attachment(
+        &self,
+        blob_name: &str,
+        kind: Attachment,
+        bytes: Vec<u8>,
+    ) -> Result<(), UploadError> {
+        self.ensure_container().await?;
+        let digest: [u8; 16] = Md5::digest(&bytes).into();
+        let blob = self.container.blob_client(blob_name.to_string());
+        timed(
+            blob.put_block_blob(bytes)
+                .content_type(kind.content_type())
+                .hash(Hash::MD5(digest))
+                .into_future(),
+        )
+        .await
+        .map_err(|e| self.failed(&e, "uploading an attachment"))?;
         Ok(())
     }
 

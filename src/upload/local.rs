@@ -1,9 +1,10 @@
-//! A sink that copies clips into a local directory (`CLIPS_DIR`), for use without Azure and for `detect`.
+//! A sink that copies clips into a local directory (`CLIPS_DIR`), for use without Azure: the same names
+//! as the blobs would have (`<stem>.mp4`, `<stem>.jpg`, `<stem>.json`).
 
 use std::path::{Path, PathBuf};
 
 use super::{ClipSink, UploadError};
-use crate::spool::{ClipMeta, SpooledClip, sidecar_path};
+use crate::spool::{Attachment, ClipMeta, SpooledClip};
 
 pub struct LocalDirSink {
     dir: PathBuf,
@@ -23,24 +24,23 @@ impl LocalDirSink {
 }
 
 impl ClipSink for LocalDirSink {
-    async fn upload(&self, clip: &SpooledClip, meta: &ClipMeta) -> Result<(), UploadError> {
+    async fn upload(&self, clip: &SpooledClip, _meta: &ClipMeta) -> Result<(), UploadError> {
         let destination = self.destination(clip);
-        if let Some(parent) = destination.parent() {
-            tokio::fs::create_dir_all(parent).await?;
-        }
-        // Copy to a temporary name, sync, then rename: a half-copied file never looks finished.
-        let partial = destination.with_extension("mp4.part");
+        let partial = partial_path(&destination).await?;
         tokio::fs::copy(&clip.path, &partial).await?;
-        tokio::fs::File::open(&partial).await?.sync_all().await?;
-        tokio::fs::rename(&partial, &destination).await?;
-        // The clip's facts beside it, as the sidecar in the spool.
-        let sidecar = sidecar_path(&destination);
-        tokio::fs::write(
-            &sidecar,
-            serde_json::to_vec_pretty(meta).map_err(std::io::Error::other)?,
-        )
-        .await?;
-        Ok(())
+        finish_copy(&partial, &destination).await
+    }
+
+    async fn upload_attachment(
+        &self,
+        blob_name: &str,
+        _kind: Attachment,
+        bytes: Vec<u8>,
+    ) -> Result<(), UploadError> {
+        let destination = self.dir.join(blob_name);
+        let partial = partial_path(&destination).await?;
+        tokio::fs::write(&partial, bytes).await?;
+        finish_copy(&partial, &destination).await
     }
 
     async fn probe(&self) -> Result<String, UploadError> {
@@ -54,4 +54,21 @@ impl ClipSink for LocalDirSink {
     fn describe(&self) -> String {
         format!("local directory {}", self.dir.display())
     }
+}
+
+/// A temporary name beside `destination` (its directory created): a half-copied file never looks finished.
+async fn partial_path(destination: &Path) -> std::io::Result<PathBuf> {
+    if let Some(parent) = destination.parent() {
+        tokio::fs::create_dir_all(parent).await?;
+    }
+    let mut partial = destination.as_os_str().to_owned();
+    partial.push(".part");
+    Ok(PathBuf::from(partial))
+}
+
+/// Syncs the temporary copy and renames it into place.
+async fn finish_copy(partial: &Path, destination: &Path) -> Result<(), UploadError> {
+    tokio::fs::File::open(partial).await?.sync_all().await?;
+    tokio::fs::rename(partial, destination).await?;
+    Ok(())
 }

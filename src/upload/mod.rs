@@ -1,8 +1,10 @@
 //! The upload stage: takes finished clips from the spool, oldest first, and puts them into storage.
 //!
 //! Storage is a [`ClipSink`]: Azure Blob Storage ([`AzureSink`]) or a local directory ([`LocalDirSink`]).
-//! A clip's local file is deleted only after its sink confirmed the upload. A failure keeps the clip and
-//! retries with capped exponential back-off and jitter; the uploader never talks to the camera side.
+//! A clip's attachments (snapshot, event record) go up first, then the clip; the local files are deleted
+//! only after the sink confirmed all of them. A failure keeps the clip and retries the whole set with capped
+//! exponential back-off and jitter (names are fixed, so a retry replaces what went up before); the
+//! uploader never talks to the camera side.
 
 mod azure;
 mod local;
@@ -16,7 +18,7 @@ use tracing::{error, info, warn};
 pub use azure::AzureSink;
 pub use local::LocalDirSink;
 
-use crate::spool::{ClipMeta, Spool, SpooledClip};
+use crate::spool::{Attachment, ClipMeta, Spool, SpooledClip};
 
 /// Why an upload failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,13 @@ pub trait ClipSink: Send + Sync {
         &self,
         clip: &SpooledClip,
         meta: &ClipMeta,
+    ) -> impl Future<Output = Result<(), UploadError>> + Send;
+    /// Stores a small file that goes with a clip (snapshot, event record) under `blob_name`.
+    fn upload_attachment(
+        &self,
+        blob_name: &str,
+        kind: Attachment,
+        bytes: Vec<u8>,
     ) -> impl Future<Output = Result<(), UploadError>> + Send;
     /// Checks the storage is reachable and writable (creating the container if needed); a line for reports.
     fn probe(&self) -> impl Future<Output = Result<String, UploadError>> + Send;
@@ -120,6 +129,11 @@ async fn upload_one<S: ClipSink>(
 ) -> Result<(), UploadError> {
     let started = std::time::Instant::now();
     let meta = spool.meta(clip)?;
+    for (kind, path) in clip.attachments() {
+        let bytes = tokio::fs::read(&path).await?;
+        sink.upload_attachment(&kind.blob_name(&clip.blob_name), kind, bytes)
+            .await?;
+    }
     sink.upload(clip, &meta).await?;
     if let Err(e) = spool.remove(clip) {
         error!(clip = %clip.blob_name, error = %e, "uploaded, but the local copy could not be deleted");
@@ -154,6 +168,18 @@ impl ClipSink for ConfiguredSink {
         match self {
             Self::Azure(sink) => sink.upload(clip, meta).await,
             Self::LocalDir(sink) => sink.upload(clip, meta).await,
+        }
+    }
+
+    async fn upload_attachment(
+        &self,
+        blob_name: &str,
+        kind: Attachment,
+        bytes: Vec<u8>,
+    ) -> Result<(), UploadError> {
+        match self {
+            Self::Azure(sink) => sink.upload_attachment(blob_name, kind, bytes).await,
+            Self::LocalDir(sink) => sink.upload_attachment(blob_name, kind, bytes).await,
         }
     }
 

@@ -267,8 +267,15 @@ impl Azurite {
             .container_client(container)
     }
 
-    /// Every blob in `container` with its bytes (empty when the container does not exist).
+    /// The clips (`.mp4` blobs) in `container` with their bytes (empty when the container does not exist).
     pub fn blobs(&self, container: &str) -> Vec<(String, Vec<u8>)> {
+        let mut clips = self.all_blobs(container);
+        clips.retain(|(name, _)| name.ends_with(".mp4"));
+        clips
+    }
+
+    /// Every blob in `container` (clips, snapshots, event records) with its bytes.
+    pub fn all_blobs(&self, container: &str) -> Vec<(String, Vec<u8>)> {
         use futures::StreamExt;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -513,6 +520,8 @@ pub struct DecodedClip {
     pub height: i32,
     /// Frames with at least a box's worth of pure box-green pixels.
     pub frames_with_boxes: u32,
+    /// Frames before the first one with boxes (the pre-roll).
+    pub leading_frames_without_boxes: u32,
 }
 
 pub fn decode(bytes: &[u8]) -> DecodedClip {
@@ -533,6 +542,7 @@ pub fn decode_file(path: &Path) -> DecodedClip {
         width: 0,
         height: 0,
         frames_with_boxes: 0,
+        leading_frames_without_boxes: 0,
     };
     let mut image = Mat::default();
     while capture.read(&mut image).unwrap_or(false) && !image.empty() {
@@ -541,6 +551,8 @@ pub fn decode_file(path: &Path) -> DecodedClip {
         clip.height = image.rows();
         if green_pixels(&image) >= 100 {
             clip.frames_with_boxes += 1;
+        } else if clip.frames_with_boxes == 0 {
+            clip.leading_frames_without_boxes += 1;
         }
     }
     clip
@@ -594,6 +606,39 @@ pub fn motion_video(dir: &Path) -> PathBuf {
 }
 
 /// MD5 of `bytes`, base64, as in a Content-MD5 header.
+/// What a snapshot JPEG shows.
+#[derive(Debug)]
+pub struct SnapshotFacts {
+    pub width: i32,
+    pub height: i32,
+    /// Pixels of (near) box green.
+    pub green_pixels: usize,
+}
+
+pub fn snapshot_facts(jpeg: &[u8]) -> SnapshotFacts {
+    use opencv::core::{Vec3b, Vector};
+    let image = opencv::imgcodecs::imdecode(
+        &Vector::<u8>::from_slice(jpeg),
+        opencv::imgcodecs::IMREAD_COLOR,
+    )
+    .expect("decode the snapshot");
+    assert!(!image.empty(), "the snapshot is not a JPEG");
+    let mut green_pixels = 0;
+    for row in 0..image.rows() {
+        for col in 0..image.cols() {
+            let [b, g, r] = image.at_2d::<Vec3b>(row, col).unwrap().0;
+            if g > 200 && b < 80 && r < 80 {
+                green_pixels += 1;
+            }
+        }
+    }
+    SnapshotFacts {
+        width: image.cols(),
+        height: image.rows(),
+        green_pixels,
+    }
+}
+
 pub fn md5_base64(bytes: &[u8]) -> String {
     use md5::{Digest, Md5};
     azure_core::base64::encode(Md5::digest(bytes))
