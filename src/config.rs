@@ -15,6 +15,7 @@ use envconfig::Envconfig;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
+use crate::motion::MotionMask;
 use crate::spool::SpoolLimits;
 
 /// A configuration value that cannot be used; `Display` is one line naming the variable.
@@ -71,6 +72,8 @@ pub struct RawEnv {
     pub upload_retry_max: String,
     #[envconfig(from = "HEALTH_MAX_FRAME_AGE", default = "60s")]
     pub health_max_frame_age: String,
+    #[envconfig(from = "MOTION_MASK")]
+    pub motion_mask: Option<String>,
 }
 
 impl RawEnv {
@@ -157,6 +160,8 @@ pub struct CameraSettings {
 pub struct MotionSettings {
     /// Smallest moving region that counts, in pixels of the full-resolution frame.
     pub min_area: f64,
+    /// Parts of the frame where motion is ignored (`MOTION_MASK`).
+    pub mask: MotionMask,
 }
 
 /// How clips are cut.
@@ -248,6 +253,8 @@ impl Settings {
         Ok(Self {
             motion: MotionSettings {
                 min_area: parse_min_area(&raw.motion_min_area)?,
+                mask: MotionMask::parse(non_empty(&raw.motion_mask).unwrap_or_default())
+                    .map_err(|reason| ConfigError::new("MOTION_MASK", reason))?,
             },
             record_duration: parse_duration("RECORD_DURATION", &raw.record_duration)?,
             log_format: parse_log_format(&raw.log_format)?,
@@ -564,6 +571,7 @@ mod tests {
             ("LOG_FORMAT", "xml"),
             ("SPOOL_MAX_BYTES", "lots"),
             ("SPOOL_MIN_FREE", "-1MB"),
+            ("MOTION_MASK", "0,0 1,0"),
         ] {
             let error = service(&[url, (variable, value)]).unwrap_err();
             assert_eq!(error.variable, variable, "{error}");

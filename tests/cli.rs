@@ -70,6 +70,10 @@ fn bad_configuration_exits_2_with_one_line_naming_the_variable() {
             vec![("RTSP_URL", URL), ("LOG_FORMAT", "yaml")],
         ),
         (
+            "MOTION_MASK",
+            vec![("RTSP_URL", URL), ("MOTION_MASK", "0,0 1,0 1,2")],
+        ),
+        (
             "AZ_CONTAINER_NAME",
             vec![
                 ("RTSP_URL", URL),

@@ -2,6 +2,7 @@
 
 use opencv::core::{self, Mat, Point, Ptr, Rect, Size, Vector};
 use opencv::imgproc;
+use opencv::prelude::MatTrait;
 use opencv::video::{self, BackgroundSubtractorMOG2};
 
 use crate::config::MotionSettings;
@@ -29,6 +30,10 @@ pub struct MotionDetector {
     warmup_frames: u32,
     /// Times the background was learned afresh after a lighting change.
     pub lighting_changes: u64,
+    /// `MOTION_MASK` at the detection size: 255 where motion is ignored.
+    ignored: Option<Mat>,
+    /// Pixels of the detection frame outside the mask (the lighting guard's whole).
+    unmasked_pixels: f64,
     small: Mat,
     gray: Mat,
     mask: Mat,
@@ -47,6 +52,12 @@ impl MotionDetector {
             ((f64::from(full.width) / scale).round() as i32).max(1),
             ((f64::from(full.height) / scale).round() as i32).max(1),
         );
+        let ignored = settings.mask.rasterise(detection_size)?;
+        let mut unmasked_pixels =
+            f64::from(detection_size.width) * f64::from(detection_size.height);
+        if let Some(ignored) = &ignored {
+            unmasked_pixels -= f64::from(core::count_non_zero(ignored)?);
+        }
         Ok(Self {
             subtractor: video::create_background_subtractor_mog2(HISTORY, 16.0, false)?,
             scale,
@@ -55,6 +66,8 @@ impl MotionDetector {
             warmup_left: MIN_WARMUP_FRAMES.max(info.fps.round() as u32),
             warmup_frames: MIN_WARMUP_FRAMES.max(info.fps.round() as u32),
             lighting_changes: 0,
+            ignored,
+            unmasked_pixels,
             small: Mat::default(),
             gray: Mat::default(),
             mask: Mat::default(),
@@ -95,6 +108,10 @@ impl MotionDetector {
             &mut self.mask,
             learning_rate,
         )?;
+        if let Some(ignored) = &self.ignored {
+            // Masked parts never count: not as motion, not towards the lighting guard's share.
+            self.mask.set_to(&core::Scalar::all(0.0), ignored)?;
+        }
         if !self.warming_up() && self.foreground_share()? > LIGHTING_CHANGE_SHARE {
             self.relearn()?;
             return Ok(Vec::new());
@@ -137,9 +154,12 @@ impl MotionDetector {
         Ok(boxes)
     }
 
+    /// Share of the unmasked pixels that are foreground.
     fn foreground_share(&self) -> opencv::Result<f64> {
-        let pixels = f64::from(self.detection_size.width) * f64::from(self.detection_size.height);
-        Ok(f64::from(core::count_non_zero(&self.mask)?) / pixels)
+        if self.unmasked_pixels == 0.0 {
+            return Ok(0.0);
+        }
+        Ok(f64::from(core::count_non_zero(&self.mask)?) / self.unmasked_pixels)
     }
 
     /// Drops the background model and learns it again from the current frame on, as after a reconnect.
@@ -213,11 +233,19 @@ mod tests {
     }
 
     fn detector(min_area: f64) -> MotionDetector {
+        masked_detector(min_area, "")
+    }
+
+    fn masked_detector(min_area: f64, mask: &str) -> MotionDetector {
         let info = StreamInfo {
             size: Size::new(1280, 720),
             fps: 15.0,
         };
-        MotionDetector::new(&MotionSettings { min_area }, info).unwrap()
+        let settings = MotionSettings {
+            min_area,
+            mask: crate::motion::MotionMask::parse(mask).unwrap(),
+        };
+        MotionDetector::new(&settings, info).unwrap()
     }
 
     #[test]
@@ -279,5 +307,41 @@ mod tests {
             .convert_to(&mut moved, -1, 1.0, 70.0)
             .unwrap();
         assert_eq!(detector.detect(&moved).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn motion_inside_the_mask_is_ignored_and_outside_it_is_found() {
+        // The mask covers x 0.4-0.7, y 0.3-0.7 of the frame: the box at x 600..750, y 300..450 is inside.
+        let mut detector = masked_detector(5000.0, "0.4,0.3 0.7,0.3 0.7,0.7 0.4,0.7");
+        while detector.warming_up() {
+            detector.detect(&scene(None)).unwrap();
+        }
+        for x in [600, 560, 620, 600] {
+            assert!(
+                detector.detect(&scene(Some(x))).unwrap().is_empty(),
+                "motion at x {x} is inside the mask"
+            );
+            assert!(detector.detect(&scene(None)).unwrap().is_empty());
+        }
+        let boxes = detector.detect(&scene(Some(100))).unwrap();
+        assert_eq!(boxes.len(), 1, "outside the mask: {boxes:?}");
+        assert!((boxes[0].x - 100).abs() <= 12, "{boxes:?}");
+    }
+
+    #[test]
+    fn the_lighting_guard_counts_only_unmasked_pixels() {
+        // Three quarters of the frame masked; the light changes in the unmasked quarter only. Over the
+        // whole frame that is a quarter (not a lighting change), over what is watched it is all of it.
+        let mut detector = masked_detector(5000.0, "0,0 0.75,0 0.75,1 0,1");
+        while detector.warming_up() {
+            detector.detect(&scene(None)).unwrap();
+        }
+        let mut lit = scene(None);
+        let mut right = Mat::roi_mut(&mut lit, Rect::new(940, 0, 340, 720)).unwrap();
+        let mut brighter = Mat::default();
+        right.convert_to(&mut brighter, -1, 1.0, 70.0).unwrap();
+        brighter.copy_to(&mut right).unwrap();
+        assert!(detector.detect(&lit).unwrap().is_empty());
+        assert_eq!(detector.lighting_changes, 1);
     }
 }

@@ -4,13 +4,16 @@
 //! algorithm (MOG2 background subtraction without shadows, erode and dilate twice, external contours, a
 //! minimum area) run on a reduced grayscale copy of the frame; the boxes are mapped back to full resolution.
 //! Each (re)connected stream gets a fresh background model, and its first frames only train it.
+//! `MOTION_MASK` polygons are zeroed in the foreground before clean-up, so motion there never counts.
 
 mod detector;
+mod mask;
 
 use crossbeam_channel::{Receiver, Sender};
 use tracing::error;
 
 pub use detector::MotionDetector;
+pub use mask::MotionMask;
 
 use crate::config::MotionSettings;
 use crate::shutdown::Shutdown;
