@@ -74,6 +74,8 @@ pub struct RawEnv {
     pub health_max_frame_age: String,
     #[envconfig(from = "MOTION_MASK")]
     pub motion_mask: Option<String>,
+    #[envconfig(from = "MIN_MOTION_FRAMES", default = "3")]
+    pub min_motion_frames: String,
 }
 
 impl RawEnv {
@@ -162,6 +164,8 @@ pub struct MotionSettings {
     pub min_area: f64,
     /// Parts of the frame where motion is ignored (`MOTION_MASK`).
     pub mask: MotionMask,
+    /// Analysed frames in a row that must show motion before it counts (`MIN_MOTION_FRAMES`).
+    pub min_frames: u32,
 }
 
 /// How clips are cut.
@@ -255,6 +259,7 @@ impl Settings {
                 min_area: parse_min_area(&raw.motion_min_area)?,
                 mask: MotionMask::parse(non_empty(&raw.motion_mask).unwrap_or_default())
                     .map_err(|reason| ConfigError::new("MOTION_MASK", reason))?,
+                min_frames: parse_min_motion_frames(&raw.min_motion_frames)?,
             },
             record_duration: parse_duration("RECORD_DURATION", &raw.record_duration)?,
             log_format: parse_log_format(&raw.log_format)?,
@@ -342,6 +347,17 @@ fn parse_min_area(raw: &str) -> Result<f64, ConfigError> {
         return Err(ConfigError::new(VAR, "must be at least 1 pixel"));
     }
     Ok(f64::from(area))
+}
+
+fn parse_min_motion_frames(raw: &str) -> Result<u32, ConfigError> {
+    const VAR: &str = "MIN_MOTION_FRAMES";
+    match raw.trim().parse::<u32>() {
+        Ok(frames @ 1..=100) => Ok(frames),
+        _ => Err(ConfigError::new(
+            VAR,
+            format!("{raw:?} is not a whole number of frames from 1 to 100"),
+        )),
+    }
 }
 
 fn parse_log_format(raw: &str) -> Result<LogFormat, ConfigError> {
@@ -532,6 +548,7 @@ mod tests {
         assert_eq!(config.recorder.record_duration, Duration::from_secs(30));
         assert_eq!(config.camera.reconnect_interval, Duration::from_secs(10));
         assert_eq!(config.motion.min_area, 5000.0);
+        assert_eq!(config.motion.min_frames, 3);
         assert_eq!(config.shutdown_grace, Duration::from_secs(20));
         assert_eq!(config.spool_limits.max_bytes, 4 << 30);
         assert_eq!(config.spool_limits.min_free_bytes, 256 << 20);
@@ -572,6 +589,7 @@ mod tests {
             ("SPOOL_MAX_BYTES", "lots"),
             ("SPOOL_MIN_FREE", "-1MB"),
             ("MOTION_MASK", "0,0 1,0"),
+            ("MIN_MOTION_FRAMES", "0"),
         ] {
             let error = service(&[url, (variable, value)]).unwrap_err();
             assert_eq!(error.variable, variable, "{error}");

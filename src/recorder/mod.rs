@@ -378,6 +378,7 @@ mod tests {
                 Vec::new()
             },
             warming_up: false,
+            sustained: true,
         })
     }
 
