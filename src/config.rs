@@ -15,6 +15,7 @@ use envconfig::Envconfig;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
+use crate::motion::MotionMask;
 use crate::spool::SpoolLimits;
 
 /// A configuration value that cannot be used; `Display` is one line naming the variable.
@@ -81,6 +82,10 @@ pub struct RawEnv {
     pub upload_retry_max: String,
     #[envconfig(from = "HEALTH_MAX_FRAME_AGE", default = "60s")]
     pub health_max_frame_age: String,
+    #[envconfig(from = "MOTION_MASK")]
+    pub motion_mask: Option<String>,
+    #[envconfig(from = "MIN_MOTION_FRAMES", default = "3")]
+    pub min_motion_frames: String,
 }
 
 impl RawEnv {
@@ -167,6 +172,10 @@ pub struct CameraSettings {
 pub struct MotionSettings {
     /// Smallest moving region that counts, in pixels of the full-resolution frame.
     pub min_area: f64,
+    /// Parts of the frame where motion is ignored (`MOTION_MASK`).
+    pub mask: MotionMask,
+    /// Analysed frames in a row that must show motion before it counts (`MIN_MOTION_FRAMES`).
+    pub min_frames: u32,
 }
 
 /// When a clip ends (`RECORD_MODE`).
@@ -304,6 +313,9 @@ impl Settings {
         Ok(Self {
             motion: MotionSettings {
                 min_area: parse_min_area(&raw.motion_min_area)?,
+                mask: MotionMask::parse(non_empty(&raw.motion_mask).unwrap_or_default())
+                    .map_err(|reason| ConfigError::new("MOTION_MASK", reason))?,
+                min_frames: parse_min_motion_frames(&raw.min_motion_frames)?,
             },
             clips: parse_clip_settings(raw)?,
             log_format: parse_log_format(&raw.log_format)?,
@@ -458,6 +470,17 @@ fn parse_min_area(raw: &str) -> Result<f64, ConfigError> {
         return Err(ConfigError::new(VAR, "must be at least 1 pixel"));
     }
     Ok(f64::from(area))
+}
+
+fn parse_min_motion_frames(raw: &str) -> Result<u32, ConfigError> {
+    const VAR: &str = "MIN_MOTION_FRAMES";
+    match raw.trim().parse::<u32>() {
+        Ok(frames @ 1..=100) => Ok(frames),
+        _ => Err(ConfigError::new(
+            VAR,
+            format!("{raw:?} is not a whole number of frames from 1 to 100"),
+        )),
+    }
 }
 
 fn parse_log_format(raw: &str) -> Result<LogFormat, ConfigError> {
@@ -657,6 +680,7 @@ mod tests {
         );
         assert_eq!(config.camera.reconnect_interval, Duration::from_secs(10));
         assert_eq!(config.motion.min_area, 5000.0);
+        assert_eq!(config.motion.min_frames, 3);
         assert_eq!(config.shutdown_grace, Duration::from_secs(20));
         assert_eq!(config.spool_limits.max_bytes, 4 << 30);
         assert_eq!(config.spool_limits.min_free_bytes, 256 << 20);
@@ -702,6 +726,8 @@ mod tests {
             ("PRE_ROLL_MAX_MEMORY", "a lot"),
             ("POST_ROLL", "-5s"),
             ("MAX_CLIP", "0s"),
+            ("MOTION_MASK", "0,0 1,0"),
+            ("MIN_MOTION_FRAMES", "0"),
         ] {
             let error = service(&[url, (variable, value)]).unwrap_err();
             assert_eq!(error.variable, variable, "{error}");

@@ -26,11 +26,15 @@ pub struct Verdict {
     pub boxes: Vec<Rect>,
     /// True while the detector is still learning the background: motion then never starts a clip.
     pub warming_up: bool,
+    /// True when motion was found on `MIN_MOTION_FRAMES` analysed frames in a row, up to this one: a
+    /// single noisy frame shows its boxes but is not motion.
+    pub sustained: bool,
 }
 
 impl Verdict {
+    /// Motion that counts: boxes, past warm-up, and sustained.
     pub fn has_motion(&self) -> bool {
-        !self.warming_up && !self.boxes.is_empty()
+        !self.warming_up && self.sustained && !self.boxes.is_empty()
     }
 }
 

@@ -70,6 +70,14 @@ fn bad_configuration_exits_2_with_one_line_naming_the_variable() {
             vec![("RTSP_URL", URL), ("LOG_FORMAT", "yaml")],
         ),
         (
+            "MOTION_MASK",
+            vec![("RTSP_URL", URL), ("MOTION_MASK", "0,0 1,0 1,2")],
+        ),
+        (
+            "MIN_MOTION_FRAMES",
+            vec![("RTSP_URL", URL), ("MIN_MOTION_FRAMES", "0")],
+        ),
+        (
             "AZ_CONTAINER_NAME",
             vec![
                 ("RTSP_URL", URL),

@@ -305,3 +305,42 @@ fn health_is_good_while_frames_arrive_and_bad_when_the_camera_or_the_service_is_
     assert_eq!(code, Some(1));
     assert!(text.contains("not running"), "{text}");
 }
+
+#[test]
+fn motion_inside_motion_mask_records_nothing_and_the_same_motion_unmasked_records_a_clip() {
+    // The test camera's box (a quarter of the height, vertically centred) glides along the band
+    // y 0.375-0.625 of the frame; this mask covers that band from edge to edge.
+    let camera = Camera::start(true);
+    let masked = service_env(
+        &camera,
+        None,
+        &[
+            ("RECORD_DURATION", "4s"),
+            ("MOTION_MASK", "0,0.3 1,0.3 1,0.7 0,0.7"),
+        ],
+    );
+    let clips = |service: &Service| -> Vec<std::path::PathBuf> {
+        walkdir::WalkDir::new(service.dir.path().join("clips"))
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "mp4"))
+            .map(|e| e.into_path())
+            .collect()
+    };
+    let mut service = Service::start(&[], &masked);
+    service.wait_for("camera connected", 1, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(8));
+    service.stop_cleanly();
+    assert_eq!(service.count("motion: recording"), 0, "{}", service.log());
+    assert!(clips(&service).is_empty() && service.spooled_clips().is_empty());
+
+    let mut unmasked = masked.clone();
+    unmasked.remove("MOTION_MASK");
+    let mut service = Service::start(&[], &unmasked);
+    service.wait_for("clip uploaded", 1, Duration::from_secs(30));
+    service.stop_cleanly();
+    let recorded = clips(&service);
+    assert!(!recorded.is_empty(), "{}", service.log());
+    let clip = decode_file(&recorded[0]);
+    assert!(clip.frames_with_boxes * 2 >= clip.frames, "{clip:?}");
+}

@@ -35,6 +35,10 @@ pub struct MotionDetector {
     pub lighting_changes: u64,
     /// The reduced gray frames of the warm-up so far.
     warmup_grays: Vec<Mat>,
+    /// `MOTION_MASK` at the detection size: 255 where motion is ignored.
+    ignored: Option<Mat>,
+    /// Pixels of the detection frame outside the mask (the lighting guard's whole).
+    unmasked_pixels: f64,
     small: Mat,
     gray: Mat,
     mask: Mat,
@@ -53,6 +57,12 @@ impl MotionDetector {
             ((f64::from(full.width) / scale).round() as i32).max(1),
             ((f64::from(full.height) / scale).round() as i32).max(1),
         );
+        let ignored = settings.mask.rasterise(detection_size)?;
+        let mut unmasked_pixels =
+            f64::from(detection_size.width) * f64::from(detection_size.height);
+        if let Some(ignored) = &ignored {
+            unmasked_pixels -= f64::from(core::count_non_zero(ignored)?);
+        }
         Ok(Self {
             subtractor: video::create_background_subtractor_mog2(HISTORY, 16.0, false)?,
             scale,
@@ -62,6 +72,8 @@ impl MotionDetector {
             warmup_frames: MIN_WARMUP_FRAMES.max(info.fps.round() as u32),
             lighting_changes: 0,
             warmup_grays: Vec::new(),
+            ignored,
+            unmasked_pixels,
             small: Mat::default(),
             gray: Mat::default(),
             mask: Mat::default(),
@@ -91,6 +103,10 @@ impl MotionDetector {
             &mut self.mask,
             1.0 / f64::from(HISTORY),
         )?;
+        if let Some(ignored) = &self.ignored {
+            // Masked parts never count: not as motion, not towards the lighting guard's share.
+            self.mask.set_to(&core::Scalar::all(0.0), ignored)?;
+        }
         if self.foreground_share()? > LIGHTING_CHANGE_SHARE {
             self.relearn();
             return Ok(Vec::new());
@@ -187,9 +203,12 @@ impl MotionDetector {
         Ok(boxes)
     }
 
+    /// Share of the unmasked pixels that are foreground.
     fn foreground_share(&self) -> opencv::Result<f64> {
-        let pixels = f64::from(self.detection_size.width) * f64::from(self.detection_size.height);
-        Ok(f64::from(core::count_non_zero(&self.mask)?) / pixels)
+        if self.unmasked_pixels == 0.0 {
+            return Ok(0.0);
+        }
+        Ok(f64::from(core::count_non_zero(&self.mask)?) / self.unmasked_pixels)
     }
 
     /// Learns the background afresh from the next frames, as after a reconnect.
@@ -217,49 +236,23 @@ impl MotionDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opencv::core::{CV_8UC3, Scalar};
-
-    fn scene(box_x: Option<i32>) -> Mat {
-        let mut image = Mat::new_rows_cols_with_default(
-            720,
-            1280,
-            CV_8UC3,
-            Scalar::new(90.0, 100.0, 110.0, 0.0),
-        )
-        .unwrap();
-        // A static texture, so the background is not uniform.
-        for i in 0..16 {
-            imgproc::line(
-                &mut image,
-                Point::new(i * 80, 0),
-                Point::new(i * 80 + 200, 720),
-                Scalar::new(30.0, 30.0, 30.0, 0.0),
-                3,
-                imgproc::LINE_8,
-                0,
-            )
-            .unwrap();
-        }
-        if let Some(x) = box_x {
-            imgproc::rectangle(
-                &mut image,
-                Rect::new(x, 300, 150, 150),
-                Scalar::new(250.0, 250.0, 250.0, 0.0),
-                -1,
-                imgproc::LINE_8,
-                0,
-            )
-            .unwrap();
-        }
-        image
-    }
+    use crate::motion::synthetic::scene;
 
     fn detector(min_area: f64) -> MotionDetector {
+        masked_detector(min_area, "")
+    }
+
+    fn masked_detector(min_area: f64, mask: &str) -> MotionDetector {
         let info = StreamInfo {
             size: Size::new(1280, 720),
             fps: 15.0,
         };
-        MotionDetector::new(&MotionSettings { min_area }, info).unwrap()
+        let settings = MotionSettings {
+            min_area,
+            mask: crate::motion::MotionMask::parse(mask).unwrap(),
+            min_frames: 1,
+        };
+        MotionDetector::new(&settings, info).unwrap()
     }
 
     #[test]
@@ -337,5 +330,41 @@ mod tests {
             .convert_to(&mut moved, -1, 1.0, 70.0)
             .unwrap();
         assert_eq!(detector.detect(&moved).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn motion_inside_the_mask_is_ignored_and_outside_it_is_found() {
+        // The mask covers x 0.4-0.7, y 0.3-0.7 of the frame: the box at x 600..750, y 300..450 is inside.
+        let mut detector = masked_detector(5000.0, "0.4,0.3 0.7,0.3 0.7,0.7 0.4,0.7");
+        while detector.warming_up() {
+            detector.detect(&scene(None)).unwrap();
+        }
+        for x in [600, 560, 620, 600] {
+            assert!(
+                detector.detect(&scene(Some(x))).unwrap().is_empty(),
+                "motion at x {x} is inside the mask"
+            );
+            assert!(detector.detect(&scene(None)).unwrap().is_empty());
+        }
+        let boxes = detector.detect(&scene(Some(100))).unwrap();
+        assert_eq!(boxes.len(), 1, "outside the mask: {boxes:?}");
+        assert!((boxes[0].x - 100).abs() <= 12, "{boxes:?}");
+    }
+
+    #[test]
+    fn the_lighting_guard_counts_only_unmasked_pixels() {
+        // Three quarters of the frame masked; the light changes in the unmasked quarter only. Over the
+        // whole frame that is a quarter (not a lighting change), over what is watched it is all of it.
+        let mut detector = masked_detector(5000.0, "0,0 0.75,0 0.75,1 0,1");
+        while detector.warming_up() {
+            detector.detect(&scene(None)).unwrap();
+        }
+        let mut lit = scene(None);
+        let mut right = Mat::roi_mut(&mut lit, Rect::new(940, 0, 340, 720)).unwrap();
+        let mut brighter = Mat::default();
+        right.convert_to(&mut brighter, -1, 1.0, 70.0).unwrap();
+        brighter.copy_to(&mut right).unwrap();
+        assert!(detector.detect(&lit).unwrap().is_empty());
+        assert_eq!(detector.lighting_changes, 1);
     }
 }

@@ -92,6 +92,7 @@ mod tests {
             },
             boxes: Vec::new(),
             warming_up: false,
+            sustained: false,
         }
     }
 

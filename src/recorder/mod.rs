@@ -563,6 +563,7 @@ mod tests {
                 Vec::new()
             },
             warming_up: false,
+            sustained: true,
         })
     }
 
