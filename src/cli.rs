@@ -9,7 +9,7 @@ use dachavideo::config::{self, ConfigError, LogFormat, ServiceConfig, Settings, 
 use dachavideo::shutdown::Shutdown;
 use dachavideo::upload::ConfiguredSink;
 use dachavideo::{bench, check, detect, health, pipeline, telemetry};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 const EXIT_FAILURE: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
@@ -96,6 +96,7 @@ fn run_service(config: ServiceConfig) -> ExitCode {
     if let StorageSettings::LocalDir(dir) = &config.storage {
         info!(dir = %dir.display(), "AZ_STORAGE_CONNSTRING and AZ_CONTAINER_NAME are not set: clips go to a local directory");
     }
+    warn_of_sas_expiry(&config.storage);
     let result = (|| -> anyhow::Result<()> {
         let sink = ConfiguredSink::from_settings(&config.storage)?;
         let shutdown = Shutdown::new();
@@ -111,6 +112,22 @@ fn run_service(config: ServiceConfig) -> ExitCode {
     }
 }
 
+/// A container SAS that has expired or will within a week: say so at start, when someone reads the log.
+fn warn_of_sas_expiry(storage: &StorageSettings) {
+    let StorageSettings::Azure(azure) = storage else {
+        return;
+    };
+    let Some(expiry) = azure.container_sas().and_then(|sas| sas.expiry) else {
+        return;
+    };
+    let left = expiry - time::OffsetDateTime::now_utc();
+    if !left.is_positive() {
+        warn!("AZ_CONTAINER_SAS_URL has expired: uploads will be refused until it is replaced");
+    } else if left < time::Duration::days(7) {
+        warn!(expires_in = %check::human(left), "AZ_CONTAINER_SAS_URL expires soon: make a new one");
+    }
+}
+
 fn run_check(config: ServiceConfig) -> ExitCode {
     println!(
         "config   ok    camera {:?}, clips of {}, spool {}",
@@ -119,23 +136,29 @@ fn run_check(config: ServiceConfig) -> ExitCode {
         config.spool_dir.display()
     );
     let mut lines = vec![check::check_camera(&config)];
+    if let StorageSettings::Azure(azure) = &config.storage
+        && let Some(sas) = azure.container_sas()
+    {
+        lines.push(check::check_sas(sas, time::OffsetDateTime::now_utc()));
+    }
     let storage = match (ConfiguredSink::from_settings(&config.storage), runtime()) {
         (Ok(sink), Ok(runtime)) => runtime.block_on(check::check_storage(&sink)),
         (Err(e), _) => check::CheckLine {
             what: "storage",
-            outcome: Err(e.to_string()),
+            outcome: check::Outcome::Fail(e.to_string()),
         },
         (_, Err(e)) => check::CheckLine {
             what: "storage",
-            outcome: Err(e.to_string()),
+            outcome: check::Outcome::Fail(e.to_string()),
         },
     };
     lines.push(storage);
     let mut failed = false;
     for line in &lines {
         match &line.outcome {
-            Ok(detail) => println!("{:<8} ok    {detail}", line.what),
-            Err(reason) => {
+            check::Outcome::Ok(detail) => println!("{:<8} ok    {detail}", line.what),
+            check::Outcome::Warn(detail) => println!("{:<8} WARN  {detail}", line.what),
+            check::Outcome::Fail(reason) => {
                 failed = true;
                 println!("{:<8} FAIL  {reason}", line.what);
             }

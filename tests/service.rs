@@ -279,3 +279,103 @@ fn health_is_good_while_frames_arrive_and_bad_when_the_camera_or_the_service_is_
     assert_eq!(code, Some(1));
     assert!(text.contains("not running"), "{text}");
 }
+
+/// The `sig` value of a SAS URL, as it appears in the URL and decoded.
+fn signature_forms(sas_url: &str) -> [String; 2] {
+    let url = url::Url::parse(sas_url).unwrap();
+    let decoded = url
+        .query_pairs()
+        .find(|(k, _)| k == "sig")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let raw = url
+        .query()
+        .unwrap()
+        .split('&')
+        .find_map(|p| p.strip_prefix("sig="))
+        .unwrap()
+        .to_string();
+    [raw, decoded]
+}
+
+#[test]
+fn a_create_write_container_sas_uploads_the_clip_and_can_neither_list_nor_read() {
+    let azurite = Azurite::start();
+    azurite.create_container(CONTAINER);
+    let expiry = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+    let sas_url = azurite.container_sas_url(CONTAINER, "cw", expiry);
+    assert!(sas_url.contains("sp=cw"), "{sas_url}");
+    let mut camera = Camera::start(true);
+    let env = service_env(
+        &camera,
+        None,
+        &[
+            ("RECORD_DURATION", "5s"),
+            ("AZ_CONTAINER_SAS_URL", &sas_url),
+        ],
+    );
+    let mut service = Service::start(&[], &env);
+    one_motion_clip(&mut camera, &service, 5);
+
+    let blobs = azurite.blobs(CONTAINER);
+    assert_eq!(blobs.len(), 1, "{}", service.log());
+    let (name, bytes) = &blobs[0];
+    let clip = decode(bytes);
+    assert!(clip.frames >= 60 && clip.frames_with_boxes > 0, "{clip:?}");
+    let (content_md5, metadata) = azurite.properties(CONTAINER, name);
+    assert_eq!(content_md5, Some(md5_base64(bytes)));
+    assert_eq!(metadata.get("camera").map(String::as_str), Some("testcam"));
+    assert!(service.spooled_clips().is_empty());
+    // The same SAS that uploaded the clip cannot see it.
+    assert_eq!(
+        azurite.statuses_with_sas(&sas_url, name),
+        (Some(403), Some(403)),
+        "a cw SAS must not list or read"
+    );
+    service.stop_cleanly();
+    let log = service.log();
+    assert!(log.contains("(container SAS)"), "{log}");
+    for sig in signature_forms(&sas_url) {
+        assert!(!log.contains(&sig), "the SAS signature leaked:\n{log}");
+    }
+    service.assert_no_secrets();
+}
+
+#[test]
+fn an_expired_container_sas_keeps_the_clip_on_disk_and_says_why() {
+    let azurite = Azurite::start();
+    azurite.create_container(CONTAINER);
+    let expiry = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let sas_url = azurite.container_sas_url(CONTAINER, "cw", expiry);
+    let mut camera = Camera::start(true);
+    let env = service_env(
+        &camera,
+        None,
+        &[
+            ("RECORD_DURATION", "4s"),
+            ("AZ_CONTAINER_SAS_URL", &sas_url),
+        ],
+    );
+    let mut service = Service::start(&[], &env);
+    service.wait_for("motion: recording", 1, Duration::from_secs(30));
+    camera.set_motion(false);
+    service.wait_for("upload failed", 1, Duration::from_secs(20));
+    let log = service.log();
+    assert!(log.contains("AZ_CONTAINER_SAS_URL has expired"), "{log}");
+    assert!(
+        log.contains("refused the credentials (403") && log.contains("permanent=true"),
+        "{log}"
+    );
+    assert_eq!(service.spooled_clips().len(), 1);
+    service.terminate();
+    assert_eq!(
+        service.wait_exit(Duration::from_secs(30)).map(|s| s.code()),
+        Some(Some(0))
+    );
+    assert_eq!(service.spooled_clips().len(), 1, "the clip must stay");
+    assert!(azurite.blobs(CONTAINER).is_empty());
+    let log = service.log();
+    for sig in signature_forms(&sas_url) {
+        assert!(!log.contains(&sig), "the SAS signature leaked:\n{log}");
+    }
+}

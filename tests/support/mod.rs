@@ -267,6 +267,89 @@ impl Azurite {
             .container_client(container)
     }
 
+    pub fn create_container(&self, container: &str) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime
+            .block_on(self.container_client(container).create().into_future())
+            .expect("create a container");
+    }
+
+    /// A container SAS URL for `container` (path-style, as for Azurite) granting `permissions` (letters of
+    /// r, a, c, w, d, l) until `expiry`, signed with the development key.
+    pub fn container_sas_url(
+        &self,
+        container: &str,
+        permissions: &str,
+        expiry: time::OffsetDateTime,
+    ) -> String {
+        use azure_storage::shared_access_signature::SasToken;
+        use azure_storage::shared_access_signature::service_sas::BlobSasPermissions;
+        let permissions = BlobSasPermissions {
+            read: permissions.contains('r'),
+            add: permissions.contains('a'),
+            create: permissions.contains('c'),
+            write: permissions.contains('w'),
+            delete: permissions.contains('d'),
+            list: permissions.contains('l'),
+            ..Default::default()
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let sas = runtime
+            .block_on(
+                self.container_client(container)
+                    .shared_access_signature(permissions, expiry),
+            )
+            .expect("make a SAS");
+        format!(
+            "http://127.0.0.1:{}/devstoreaccount1/{container}?{}",
+            self.port,
+            sas.token().expect("sign the SAS")
+        )
+    }
+
+    /// With nothing but `sas_url`: the HTTP status of listing its container and of reading `blob`.
+    pub fn statuses_with_sas(&self, sas_url: &str, blob: &str) -> (Option<u16>, Option<u16>) {
+        use futures::StreamExt;
+        let url = url::Url::parse(sas_url).unwrap();
+        let container = url.path_segments().unwrap().nth(1).unwrap().to_string();
+        let credentials =
+            azure_storage::StorageCredentials::sas_token(url.query().unwrap()).unwrap();
+        let location = azure_storage::CloudLocation::Custom {
+            account: "devstoreaccount1".into(),
+            uri: format!("http://127.0.0.1:{}/devstoreaccount1", self.port),
+        };
+        let client =
+            azure_storage_blobs::prelude::ClientBuilder::with_location(location, credentials)
+                .retry(azure_core::RetryOptions::none())
+                .container_client(container);
+        let status = |result: Result<(), azure_core::Error>| match result {
+            Ok(()) => Some(200),
+            Err(e) => match e.kind() {
+                azure_core::error::ErrorKind::HttpResponse { status, .. } => Some(*status as u16),
+                _ => None,
+            },
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let listed = match client.list_blobs().into_stream().next().await {
+                Some(Ok(_)) => Ok(()),
+                Some(Err(e)) => Err(e),
+                None => Ok(()),
+            };
+            let read = client.blob_client(blob).get_content().await.map(|_| ());
+            (status(listed), status(read))
+        })
+    }
+
     /// Every blob in `container` with its bytes (empty when the container does not exist).
     pub fn blobs(&self, container: &str) -> Vec<(String, Vec<u8>)> {
         use futures::StreamExt;
