@@ -8,11 +8,13 @@ use clap::{Parser, Subcommand};
 use dachavideo::config::{self, ConfigError, LogFormat, ServiceConfig, Settings, StorageSettings};
 use dachavideo::shutdown::Shutdown;
 use dachavideo::upload::ConfiguredSink;
-use dachavideo::{bench, check, detect, health, pipeline, telemetry};
+use dachavideo::{bench, check, detect, health, metrics, pipeline, telemetry};
 use tracing::{error, info, warn};
 
 const EXIT_FAILURE: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
+/// `dachavideo health` over HTTP: well under the container health check's own timeout (10 s).
+const HEALTH_HTTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Motion-triggered recorder for an RTSP camera: records clips with the moving regions boxed and
 /// uploads them to Azure Blob Storage (or a local directory).
@@ -32,6 +34,7 @@ enum Command {
     /// Validate the configuration, try the camera and the storage once, print a report.
     Check,
     /// Exit 0 if the running service is healthy (a camera frame within HEALTH_MAX_FRAME_AGE), else 1.
+    /// Asks the service's GET /healthz when METRICS_ADDR is set, else reads its status file in the spool.
     Health,
     /// Measure one part of the pipeline on a video file (decode, detect, record); print a JSON line.
     /// `scripts/bench.sh` runs them side by side.
@@ -172,11 +175,16 @@ fn run_check(config: ServiceConfig) -> ExitCode {
 }
 
 fn run_health(config: &ServiceConfig) -> ExitCode {
-    match health::assess(
-        &config.spool_dir,
-        SystemTime::now(),
-        config.health_max_frame_age,
-    ) {
+    // With METRICS_ADDR the running service judges itself (GET /healthz); else its status file is read.
+    let judged = match config.metrics_addr {
+        Some(addr) => metrics::http::ask_health(addr, HEALTH_HTTP_TIMEOUT),
+        None => health::assess(
+            &config.spool_dir,
+            SystemTime::now(),
+            config.health_max_frame_age,
+        ),
+    };
+    match judged {
         Ok(summary) => {
             println!("healthy: {summary}");
             ExitCode::SUCCESS

@@ -76,6 +76,8 @@ pub struct RawEnv {
     pub upload_retry_max: String,
     #[envconfig(from = "HEALTH_MAX_FRAME_AGE", default = "60s")]
     pub health_max_frame_age: String,
+    #[envconfig(from = "METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
 }
 
 impl RawEnv {
@@ -252,6 +254,8 @@ pub struct ServiceConfig {
     pub shutdown_grace: Duration,
     /// `dachavideo health` reports unhealthy when no camera frame arrived for this long.
     pub health_max_frame_age: Duration,
+    /// Where `/healthz` and `/metrics` are served, if anywhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub log_format: LogFormat,
 }
 
@@ -312,6 +316,9 @@ impl ServiceConfig {
                 "HEALTH_MAX_FRAME_AGE",
                 &raw.health_max_frame_age,
             )?,
+            metrics_addr: non_empty(&raw.metrics_addr)
+                .map(parse_metrics_addr)
+                .transpose()?,
             log_format: shared.log_format,
         })
     }
@@ -344,6 +351,17 @@ fn parse_bytes(variable: &'static str, raw: &str) -> Result<u64, ConfigError> {
                 format!("{raw:?} is not a size; use e.g. 4GiB, 500MB, 1000000"),
             )
         })
+}
+
+fn parse_metrics_addr(raw: &str) -> Result<std::net::SocketAddr, ConfigError> {
+    raw.parse().map_err(|_| {
+        ConfigError::new(
+            "METRICS_ADDR",
+            format!(
+                "{raw:?} is not an IP address and port; use e.g. 0.0.0.0:9090 or 127.0.0.1:9090"
+            ),
+        )
+    })
 }
 
 fn parse_min_area(raw: &str) -> Result<f64, ConfigError> {
@@ -624,6 +642,8 @@ mod tests {
             ("LOG_FORMAT", "xml"),
             ("SPOOL_MAX_BYTES", "lots"),
             ("SPOOL_MIN_FREE", "-1MB"),
+            ("METRICS_ADDR", "localhost:9090"),
+            ("METRICS_ADDR", "0.0.0.0"),
         ] {
             let error = service(&[url, (variable, value)]).unwrap_err();
             assert_eq!(error.variable, variable, "{error}");

@@ -13,7 +13,8 @@ use tracing::{info, warn};
 
 use crate::config::ServiceConfig;
 use crate::health::{self, FrameWatch};
-use crate::recorder::Recorder;
+use crate::metrics::{self, Metrics};
+use crate::recorder::{ClipEvent, Recorder};
 use crate::shutdown::Shutdown;
 use crate::spool::Spool;
 use crate::upload::ClipSink;
@@ -59,25 +60,43 @@ pub async fn run<S: ClipSink + 'static>(
     let (frames_tx, frames_rx) = crossbeam_channel::bounded(STAGE_QUEUE_FRAMES);
     let (verdicts_tx, verdicts_rx) = crossbeam_channel::bounded(STAGE_QUEUE_FRAMES);
     let frames_seen = FrameWatch::default();
+    let started_ms = health::unix_millis(SystemTime::now());
+    let metrics = Metrics::default();
+    let metrics_task = match config.metrics_addr {
+        Some(addr) => Some(start_metrics_listener(
+            addr,
+            &metrics,
+            &spool,
+            &frames_seen,
+            started_ms,
+            config.health_max_frame_age,
+        )?),
+        None => None,
+    };
     let camera_thread = spawn_stage("camera", {
-        let (settings, frames_seen, shutdown) =
-            (config.camera.clone(), frames_seen.clone(), shutdown.clone());
-        move || camera::run(&settings, &frames_tx, &frames_seen, &shutdown)
+        let (settings, frames_seen, metrics, shutdown) = (
+            config.camera.clone(),
+            frames_seen.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        move || camera::run(&settings, &frames_tx, &frames_seen, &metrics, &shutdown)
     })?;
     let status_task = tokio::spawn(write_status_until_shutdown(
         config.spool_dir.clone(),
         frames_seen,
+        started_ms,
         shutdown.clone(),
     ));
     let motion_thread = spawn_stage("motion", {
-        let (settings, shutdown) = (config.motion.clone(), shutdown.clone());
-        move || motion::run(settings, &frames_rx, &verdicts_tx, &shutdown)
+        let (settings, shutdown, metrics) =
+            (config.motion.clone(), shutdown.clone(), metrics.clone());
+        move || motion::run(settings, &frames_rx, &verdicts_tx, &shutdown, &metrics)
     })?;
+    let mut recorder = Recorder::new(config.recorder.clone(), spool.clone());
+    recorder.observe(clip_observer(metrics.clone()));
     let recorder_thread = spawn_stage("recorder", {
-        let (recorder, shutdown) = (
-            Recorder::new(config.recorder.clone(), spool.clone()),
-            shutdown.clone(),
-        );
+        let shutdown = shutdown.clone();
         move || recorder::run(recorder, &verdicts_rx, &shutdown)
     })?;
 
@@ -86,7 +105,7 @@ pub async fn run<S: ClipSink + 'static>(
     let uploader = tokio::spawn({
         let retry_max = config.upload_retry_max;
         let (sink, spool, capture_done) = (Arc::clone(&sink), spool.clone(), capture_done.clone());
-        async move { upload::run(sink.as_ref(), &spool, retry_max, &capture_done).await }
+        async move { upload::run(sink.as_ref(), &spool, retry_max, &capture_done, &metrics).await }
     });
 
     shutdown.requested().await;
@@ -109,19 +128,69 @@ pub async fn run<S: ClipSink + 'static>(
     let _ = tokio::time::timeout_at(deadline, join_stage(motion_thread)).await;
     drop(camera_thread);
     status_task.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     // A stopped service is not healthy: take the status away at once rather than let it go stale.
     let _ = std::fs::remove_file(health::status_path(&config.spool_dir));
     info!(ms = started.elapsed().as_millis() as u64, "stopped");
     Ok(())
 }
 
+/// What the recorder's clips do to the metrics.
+fn clip_observer(metrics: Metrics) -> recorder::ClipObserver {
+    Box::new(move |event| match event {
+        ClipEvent::Started { .. } => metrics.clip_started(),
+        ClipEvent::Recorded(_) => metrics.clip_recorded(),
+    })
+}
+
+/// Binds `METRICS_ADDR` (failing the start when it cannot) and serves `/healthz` and `/metrics` on it.
+fn start_metrics_listener(
+    addr: std::net::SocketAddr,
+    metrics: &Metrics,
+    spool: &Spool,
+    frames_seen: &FrameWatch,
+    started_ms: u64,
+    max_frame_age: std::time::Duration,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|listener| {
+            listener.set_nonblocking(true)?;
+            tokio::net::TcpListener::from_std(listener)
+        })
+        .with_context(|| format!("METRICS_ADDR {addr}: cannot listen"))?;
+    info!(
+        addr = %addr,
+        "serving /healthz and /metrics"
+    );
+    let frames_seen = frames_seen.clone();
+    let health: metrics::http::HealthCheck = Arc::new(move || {
+        health::judge_live(&frames_seen, started_ms, SystemTime::now(), max_frame_age)
+    });
+    let before_scrape: metrics::http::BeforeScrape = Arc::new({
+        let (metrics, spool) = (metrics.clone(), spool.clone());
+        move || {
+            if let Ok(pending) = spool.pending() {
+                metrics.spool_waiting(pending.len(), pending.iter().map(|c| c.size).sum());
+            }
+        }
+    });
+    Ok(tokio::spawn(metrics::http::serve(
+        listener,
+        metrics.clone(),
+        health,
+        before_scrape,
+    )))
+}
+
 /// Keeps the status file for `dachavideo health` fresh.
 async fn write_status_until_shutdown(
     spool_dir: PathBuf,
     frames_seen: FrameWatch,
+    started_ms: u64,
     shutdown: Shutdown,
 ) {
-    let started_ms = health::unix_millis(SystemTime::now());
     let mut warned = false;
     while !shutdown.is_requested() {
         let status = health::Status {

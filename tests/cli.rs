@@ -103,6 +103,10 @@ fn bad_configuration_exits_2_with_one_line_naming_the_variable() {
             ],
         ),
         (
+            "METRICS_ADDR",
+            vec![("RTSP_URL", URL), ("METRICS_ADDR", "localhost:9090")],
+        ),
+        (
             "AZ_CONTAINER_SAS_URL",
             vec![
                 ("RTSP_URL", URL),
@@ -318,6 +322,25 @@ fn check_with_a_container_sas_reports_its_permissions_and_writes_nothing_visible
         all.contains("storage  FAIL") && all.contains("the container does not exist"),
         "{all}"
     );
+}
+
+#[test]
+fn a_metrics_address_in_use_stops_the_start_with_a_line_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = dachavideo(
+        &[],
+        &[("RTSP_URL", URL), ("METRICS_ADDR", &addr)],
+        dir.path(),
+    );
+    let all = all_output(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains(&format!("METRICS_ADDR {addr}: cannot listen")),
+        "{all}"
+    );
+    assert!(!all.contains(CAMERA_PASSWORD), "{all}");
 }
 
 #[test]

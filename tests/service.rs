@@ -379,3 +379,158 @@ fn an_expired_container_sas_keeps_the_clip_on_disk_and_says_why() {
         assert!(!log.contains(&sig), "the SAS signature leaked:\n{log}");
     }
 }
+
+fn scrape(addr: &str) -> String {
+    let (status, body) = http_get(addr, "/metrics").expect("/metrics answers");
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[test]
+fn metrics_count_frames_clips_uploads_failures_spool_and_reconnects() {
+    let mut azurite = Azurite::start();
+    let mut camera = Camera::start(true);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let env = service_env(
+        &camera,
+        Some(&azurite),
+        &[("RECORD_DURATION", "5s"), ("METRICS_ADDR", &addr)],
+    );
+    let mut service = Service::start(&[], &env);
+    service.wait_for("motion: recording", 1, Duration::from_secs(30));
+    azurite.stop();
+    camera.set_motion(false);
+    service.wait_for("upload failed", 1, Duration::from_secs(20));
+
+    let waiting = scrape(&addr);
+    let on_disk: u64 = service
+        .spooled_clips()
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(on_disk > 0);
+    assert_eq!(metric(&waiting, "dachavideo_clips_started_total"), 1.0);
+    assert_eq!(metric(&waiting, "dachavideo_clips_recorded_total"), 1.0);
+    assert_eq!(metric(&waiting, "dachavideo_clips_uploaded_total"), 0.0);
+    assert!(metric(&waiting, "dachavideo_upload_failures_total") >= 1.0);
+    assert_eq!(metric(&waiting, "dachavideo_spool_clips"), 1.0);
+    assert_eq!(metric(&waiting, "dachavideo_spool_bytes"), on_disk as f64);
+    let frames = metric(&waiting, "dachavideo_camera_frames_total");
+    assert!(frames >= 75.0, "{frames} frames in over 5 s");
+    let detections = metric(&waiting, "dachavideo_detection_seconds_count");
+    assert!(detections >= 70.0, "{detections} frames timed");
+    let detection_seconds = metric(&waiting, "dachavideo_detection_seconds_sum") / detections;
+    assert!(
+        detection_seconds > 0.0 && detection_seconds < 0.067,
+        "{detection_seconds} s per frame"
+    );
+
+    azurite.restart();
+    service.wait_for("clip uploaded", 1, Duration::from_secs(60));
+    let uploaded = scrape(&addr);
+    assert_eq!(metric(&uploaded, "dachavideo_clips_uploaded_total"), 1.0);
+    assert_eq!(
+        metric(&uploaded, "dachavideo_uploaded_bytes_total"),
+        on_disk as f64
+    );
+    assert_eq!(metric(&uploaded, "dachavideo_spool_bytes"), 0.0);
+    assert!(metric(&uploaded, "dachavideo_camera_frames_total") > frames);
+    assert_eq!(metric(&uploaded, "dachavideo_camera_reconnects_total"), 0.0);
+    assert_eq!(metric(&uploaded, "dachavideo_camera_connected"), 1.0);
+
+    camera.kill();
+    service.wait_for("camera stream lost", 1, Duration::from_secs(15));
+    assert_eq!(metric(&scrape(&addr), "dachavideo_camera_connected"), 0.0);
+    camera.restart();
+    service.wait_for("camera connected", 2, Duration::from_secs(20));
+    let reconnected = scrape(&addr);
+    assert_eq!(
+        metric(&reconnected, "dachavideo_camera_reconnects_total"),
+        1.0
+    );
+    assert_eq!(metric(&reconnected, "dachavideo_camera_connected"), 1.0);
+    assert_eq!(http_get(&addr, "/nothing").map(|r| r.0), Some(404));
+    service.stop_cleanly();
+    assert!(
+        http_get(&addr, "/metrics").is_none(),
+        "still listening after exit"
+    );
+    service.assert_no_secrets();
+}
+
+#[test]
+fn healthz_and_dachavideo_health_follow_the_camera_over_http() {
+    let mut camera = Camera::start(false);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let env = service_env(
+        &camera,
+        None,
+        &[("HEALTH_MAX_FRAME_AGE", "4s"), ("METRICS_ADDR", &addr)],
+    );
+    // Run from an empty directory: no status file there, so a verdict can only come over HTTP.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let health = || {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_dachavideo"))
+            .arg("health")
+            .current_dir(elsewhere.path())
+            .env_clear()
+            .envs(&env)
+            .output()
+            .expect("run dachavideo health");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        )
+    };
+    let mut service = Service::start(&[], &env);
+    service.wait_for("camera connected", 1, Duration::from_secs(20));
+    assert!(
+        wait_until(Duration::from_secs(10), || http_get(&addr, "/healthz")
+            .is_some_and(|r| r.0 == 200)),
+        "never healthy: {:?}",
+        http_get(&addr, "/healthz")
+    );
+    let (_, body) = http_get(&addr, "/healthz").unwrap();
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["status"], "healthy", "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("last camera frame"),
+        "{body}"
+    );
+    let (code, text) = health();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.starts_with("healthy: last camera frame"), "{text}");
+
+    camera.kill();
+    let killed = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(15), || http_get(&addr, "/healthz")
+            .is_some_and(|r| r.0 == 503)),
+        "still healthy without a camera: {:?}",
+        http_get(&addr, "/healthz")
+    );
+    let noticed = killed.elapsed();
+    assert!(
+        noticed >= Duration::from_secs(3),
+        "unhealthy after {noticed:?}, before HEALTH_MAX_FRAME_AGE (4 s)"
+    );
+    let (_, body) = http_get(&addr, "/healthz").unwrap();
+    assert!(
+        body.contains("\"unhealthy\"") && body.contains("no frame from the camera"),
+        "{body}"
+    );
+    let (code, text) = health();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("unhealthy: no frame from the camera"),
+        "{text}"
+    );
+
+    service.stop_cleanly();
+    let (code, text) = health();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("not running"), "{text}");
+}

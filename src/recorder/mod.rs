@@ -6,6 +6,7 @@
 //! closed properly and kept.
 
 mod annotate;
+mod events;
 mod schedule;
 mod writer;
 
@@ -15,6 +16,7 @@ use crossbeam_channel::Receiver;
 use tracing::{error, info, warn};
 
 pub use annotate::{BOX_BGR, draw_boxes};
+pub use events::{ClipEvent, ClipObserver};
 pub use schedule::{ClipSchedule, FrameAction};
 pub use writer::{ClipWriter, WriterError};
 
@@ -67,6 +69,7 @@ pub struct Recorder {
     last_stem_second: Option<(u64, u32)>,
     out_of_room: bool,
     last_room_check: Option<Duration>,
+    observer: Option<ClipObserver>,
 }
 
 impl Recorder {
@@ -80,6 +83,7 @@ impl Recorder {
             last_stem_second: None,
             out_of_room: false,
             last_room_check: None,
+            observer: None,
         }
     }
 
@@ -214,6 +218,11 @@ impl Recorder {
             }
         };
         info!(clip = %name.blob_name(), fps = stream.fps, "motion: recording");
+        self.notify(ClipEvent::Started {
+            blob_name: &name.blob_name(),
+            camera: &self.settings.camera_name,
+            wall: at.wall,
+        });
         self.open = Some(OpenClip {
             name,
             writer,
@@ -342,7 +351,10 @@ pub fn run(mut recorder: Recorder, input: &Receiver<StreamEvent<Verdict>>, shutd
             None => recorder.finish(),
         };
         match result {
-            Ok(Some(ready)) => log_clip(&ready),
+            Ok(Some(ready)) => {
+                log_clip(&ready);
+                recorder.notify(ClipEvent::Recorded(&ready));
+            }
             Ok(None) => {}
             Err(e) => error!(error = %e, "recording failed"),
         }

@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 pub use azure::AzureSink;
 pub use local::LocalDirSink;
 
+use crate::metrics::Metrics;
 use crate::spool::{ClipMeta, Spool, SpooledClip};
 
 /// Why an upload failed.
@@ -63,6 +64,7 @@ pub async fn run<S: ClipSink>(
     spool: &Spool,
     max_retry_delay: Duration,
     capture_done: &CancellationToken,
+    metrics: &Metrics,
 ) {
     let mut delays = retry_delays(max_retry_delay);
     loop {
@@ -82,6 +84,7 @@ pub async fn run<S: ClipSink>(
         }
         for clip in &pending {
             if let Err(e) = upload_one(sink, spool, clip).await {
+                metrics.upload_failed();
                 let retry_in = delays.next().unwrap_or(max_retry_delay);
                 warn!(
                     clip = %clip.blob_name,
@@ -100,6 +103,7 @@ pub async fn run<S: ClipSink>(
                 }
                 break;
             }
+            metrics.clip_uploaded(clip.size);
             delays = retry_delays(max_retry_delay);
         }
     }
