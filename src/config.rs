@@ -78,6 +78,8 @@ pub struct RawEnv {
     pub health_max_frame_age: String,
     #[envconfig(from = "METRICS_ADDR")]
     pub metrics_addr: Option<String>,
+    #[envconfig(from = "EVENT_WEBHOOK_URL")]
+    pub event_webhook_url: Option<String>,
 }
 
 impl RawEnv {
@@ -256,6 +258,8 @@ pub struct ServiceConfig {
     pub health_max_frame_age: Duration,
     /// Where `/healthz` and `/metrics` are served, if anywhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Where clip events are posted, if anywhere.
+    pub webhook_url: Option<crate::webhook::WebhookUrl>,
     pub log_format: LogFormat,
 }
 
@@ -318,6 +322,9 @@ impl ServiceConfig {
             )?,
             metrics_addr: non_empty(&raw.metrics_addr)
                 .map(parse_metrics_addr)
+                .transpose()?,
+            webhook_url: non_empty(&raw.event_webhook_url)
+                .map(crate::webhook::WebhookUrl::parse)
                 .transpose()?,
             log_format: shared.log_format,
         })
@@ -644,6 +651,7 @@ mod tests {
             ("SPOOL_MIN_FREE", "-1MB"),
             ("METRICS_ADDR", "localhost:9090"),
             ("METRICS_ADDR", "0.0.0.0"),
+            ("EVENT_WEBHOOK_URL", "hub.local/hook"),
         ] {
             let error = service(&[url, (variable, value)]).unwrap_err();
             assert_eq!(error.variable, variable, "{error}");

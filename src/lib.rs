@@ -20,3 +20,4 @@ pub mod spool;
 pub mod stream;
 pub mod telemetry;
 pub mod upload;
+pub mod webhook;

@@ -40,6 +40,8 @@ struct Inner {
     upload_failures: Counter,
     spool_clips: Gauge,
     spool_bytes: Gauge,
+    webhook_delivered: Counter,
+    webhook_lost: Counter,
 }
 
 impl Default for Metrics {
@@ -66,6 +68,11 @@ impl Default for Metrics {
         let upload_failures = counter(
             "upload_failures",
             "Failed upload attempts (each is retried; the clip stays in the spool)",
+        );
+        let webhook_delivered = counter("webhook_delivered", "Events the webhook accepted");
+        let webhook_lost = counter(
+            "webhook_lost",
+            "Events dropped (queue full) or given up after retrying",
         );
         let camera_connected = Gauge::default();
         registry.register(
@@ -106,6 +113,8 @@ impl Default for Metrics {
             upload_failures,
             spool_clips,
             spool_bytes,
+            webhook_delivered,
+            webhook_lost,
         }))
     }
 }
@@ -158,6 +167,14 @@ impl Metrics {
         self.0
             .spool_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    pub fn webhook_delivered(&self) {
+        self.0.webhook_delivered.inc();
+    }
+
+    pub fn webhook_lost(&self) {
+        self.0.webhook_lost.inc();
     }
 
     /// The registry in the Prometheus text format (0.0.4).

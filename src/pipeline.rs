@@ -18,6 +18,7 @@ use crate::recorder::{ClipEvent, Recorder};
 use crate::shutdown::Shutdown;
 use crate::spool::Spool;
 use crate::upload::ClipSink;
+use crate::webhook::{self, Webhook, WebhookEvent};
 use crate::{camera, motion, recorder, upload};
 
 /// Frames that may wait between two stages: about half a second at 15 fps. When the detector falls
@@ -73,6 +74,13 @@ pub async fn run<S: ClipSink + 'static>(
         )?),
         None => None,
     };
+    let (webhook, webhook_task) = match config.webhook_url.clone() {
+        Some(url) => {
+            let (webhook, task) = webhook::start(url, metrics.clone())?;
+            (webhook, Some(task))
+        }
+        None => (Webhook::default(), None),
+    };
     let camera_thread = spawn_stage("camera", {
         let (settings, frames_seen, metrics, shutdown) = (
             config.camera.clone(),
@@ -94,7 +102,7 @@ pub async fn run<S: ClipSink + 'static>(
         move || motion::run(settings, &frames_rx, &verdicts_tx, &shutdown, &metrics)
     })?;
     let mut recorder = Recorder::new(config.recorder.clone(), spool.clone());
-    recorder.observe(clip_observer(metrics.clone()));
+    recorder.observe(clip_observer(metrics.clone(), webhook.clone()));
     let recorder_thread = spawn_stage("recorder", {
         let shutdown = shutdown.clone();
         move || recorder::run(recorder, &verdicts_rx, &shutdown)
@@ -105,7 +113,18 @@ pub async fn run<S: ClipSink + 'static>(
     let uploader = tokio::spawn({
         let retry_max = config.upload_retry_max;
         let (sink, spool, capture_done) = (Arc::clone(&sink), spool.clone(), capture_done.clone());
-        async move { upload::run(sink.as_ref(), &spool, retry_max, &capture_done, &metrics).await }
+        let webhook = webhook.clone();
+        async move {
+            upload::run(
+                sink.as_ref(),
+                &spool,
+                retry_max,
+                &capture_done,
+                &metrics,
+                &webhook,
+            )
+            .await
+        }
     });
 
     shutdown.requested().await;
@@ -125,6 +144,10 @@ pub async fn run<S: ClipSink + 'static>(
             "SHUTDOWN_GRACE is over; clips not uploaded stay in the spool for the next start"
         );
     }
+    drop(webhook);
+    if let Some(task) = webhook_task {
+        send_last_events(task, deadline).await;
+    }
     let _ = tokio::time::timeout_at(deadline, join_stage(motion_thread)).await;
     drop(camera_thread);
     status_task.abort();
@@ -137,12 +160,30 @@ pub async fn run<S: ClipSink + 'static>(
     Ok(())
 }
 
-/// What the recorder's clips do to the metrics.
-fn clip_observer(metrics: Metrics) -> recorder::ClipObserver {
+/// What the recorder's clips do to the metrics and the webhook.
+fn clip_observer(metrics: Metrics, webhook: Webhook) -> recorder::ClipObserver {
     Box::new(move |event| match event {
-        ClipEvent::Started { .. } => metrics.clip_started(),
+        ClipEvent::Started {
+            blob_name,
+            camera,
+            wall,
+        } => {
+            metrics.clip_started();
+            webhook.send(WebhookEvent::started(camera, blob_name, wall));
+        }
         ClipEvent::Recorded(_) => metrics.clip_recorded(),
     })
+}
+
+/// Lets the webhook send what the last clips produced: until `deadline`, and at most a few seconds, so a
+/// receiver that is down does not hold up the stop.
+async fn send_last_events(task: tokio::task::JoinHandle<()>, deadline: tokio::time::Instant) {
+    let until = deadline.min(tokio::time::Instant::now() + std::time::Duration::from_secs(5));
+    let abort = task.abort_handle();
+    if tokio::time::timeout_at(until, task).await.is_err() {
+        abort.abort();
+        warn!("webhook events still unsent at shutdown were dropped");
+    }
 }
 
 /// Binds `METRICS_ADDR` (failing the start when it cannot) and serves `/healthz` and `/metrics` on it.

@@ -107,6 +107,16 @@ fn bad_configuration_exits_2_with_one_line_naming_the_variable() {
             vec![("RTSP_URL", URL), ("METRICS_ADDR", "localhost:9090")],
         ),
         (
+            "EVENT_WEBHOOK_URL",
+            vec![
+                ("RTSP_URL", URL),
+                (
+                    "EVENT_WEBHOOK_URL",
+                    "hub.local/hook?token=U0FTLXNpZ25hdHVyZQ",
+                ),
+            ],
+        ),
+        (
             "AZ_CONTAINER_SAS_URL",
             vec![
                 ("RTSP_URL", URL),

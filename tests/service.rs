@@ -534,3 +534,133 @@ fn healthz_and_dachavideo_health_follow_the_camera_over_http() {
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("not running"), "{text}");
 }
+
+#[test]
+fn clip_events_reach_the_webhook_after_a_retry_and_carry_no_secret() {
+    let hook = HookReceiver::start(1);
+    let azurite = Azurite::start();
+    azurite.create_container(CONTAINER);
+    let expiry = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+    let sas_url = azurite.container_sas_url(CONTAINER, "cw", expiry);
+    let webhook = format!(
+        "http://hookuser:hook-pass-9@127.0.0.1:{}/hooks/dacha?token=hook-token-42",
+        hook.port
+    );
+    let mut camera = Camera::start(true);
+    let env = service_env(
+        &camera,
+        None,
+        &[
+            ("RECORD_DURATION", "5s"),
+            ("AZ_CONTAINER_SAS_URL", &sas_url),
+            ("EVENT_WEBHOOK_URL", &webhook),
+        ],
+    );
+    let mut service = Service::start(&[], &env);
+    one_motion_clip(&mut camera, &service, 5);
+    assert!(
+        wait_until(Duration::from_secs(20), || hook.requests().len() >= 3),
+        "{:#?}\n{}",
+        hook.requests(),
+        service.log()
+    );
+    service.stop_cleanly();
+
+    let requests = hook.requests();
+    assert_eq!(requests.len(), 3, "{requests:#?}");
+    let blobs = azurite.blobs(CONTAINER);
+    assert_eq!(blobs.len(), 1);
+    let name = &blobs[0].0;
+    let events: Vec<serde_json::Value> = requests
+        .iter()
+        .map(|r| serde_json::from_str(&r.body).expect("a JSON body"))
+        .collect();
+    // The first POST failed with 500 and was retried with the same event.
+    assert_eq!(
+        requests.iter().map(|r| r.answered).collect::<Vec<_>>(),
+        [500, 200, 200]
+    );
+    assert_eq!(events[0], events[1]);
+    let (started, uploaded) = (&events[1], &events[2]);
+    assert_eq!(started["event"], "clip_started", "{started}");
+    assert_eq!(uploaded["event"], "clip_uploaded", "{uploaded}");
+    for event in [started, uploaded] {
+        assert_eq!(event["clip"], name.as_str(), "{event}");
+        assert_eq!(event["camera"], "testcam", "{event}");
+    }
+    assert_eq!(started["start"], uploaded["start"]);
+    let (_, metadata) = azurite.properties(CONTAINER, name);
+    assert_eq!(
+        Some(&uploaded["start"].as_str().unwrap().to_string()),
+        metadata.get("start")
+    );
+    assert!(uploaded["frames"].as_u64().unwrap() >= 60, "{uploaded}");
+    assert!(
+        (uploaded["seconds"].as_f64().unwrap() - 5.0).abs() < 0.5,
+        "{uploaded}"
+    );
+    assert_eq!(uploaded["url"], azurite.blob_url(CONTAINER, name).as_str());
+    for request in &requests {
+        assert!(
+            request
+                .line
+                .starts_with("POST /hooks/dacha?token=hook-token-42 "),
+            "{request:?}"
+        );
+        assert_eq!(
+            request.headers.get("content-type").map(String::as_str),
+            Some("application/json")
+        );
+        // The URL's user part becomes Basic authentication: hookuser:hook-pass-9.
+        assert_eq!(
+            request.headers.get("authorization").map(String::as_str),
+            Some("Basic aG9va3VzZXI6aG9vay1wYXNzLTk=")
+        );
+        for secret in [CAMERA_PASSWORD, &AZURITE_KEY[..20], "sig=", "?", "hook-"] {
+            assert!(
+                !request.body.contains(secret),
+                "{secret:?} in {}",
+                request.body
+            );
+        }
+    }
+    let log = service.log();
+    assert!(
+        log.contains("clip events go to the webhook") && log.contains("/hooks/dacha?<redacted>"),
+        "{log}"
+    );
+    for secret in ["hook-token-42", "hook-pass-9"] {
+        assert!(!log.contains(secret), "{secret} leaked:\n{log}");
+    }
+    service.assert_no_secrets();
+}
+
+#[test]
+fn a_webhook_that_is_down_holds_up_neither_clips_nor_the_stop() {
+    let nobody = format!("http://127.0.0.1:{}/hook", free_port());
+    let mut camera = Camera::start(true);
+    let env = service_env(
+        &camera,
+        None,
+        &[("RECORD_DURATION", "4s"), ("EVENT_WEBHOOK_URL", &nobody)],
+    );
+    let mut service = Service::start(&[], &env);
+    one_motion_clip(&mut camera, &service, 4);
+    let clips = walkdir::WalkDir::new(service.dir.path().join("clips"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "mp4"))
+        .count();
+    assert_eq!(clips, 1, "{}", service.log());
+    let stopping = Instant::now();
+    service.stop_cleanly();
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_secs(8), "the stop took {took:?}");
+    assert!(
+        service
+            .log()
+            .contains("webhook events still unsent at shutdown were dropped"),
+        "{}",
+        service.log()
+    );
+}

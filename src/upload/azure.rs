@@ -31,6 +31,8 @@ const PROBE_BLOB: &str = ".dachavideo-check";
 pub struct AzureSink {
     container: ContainerClient,
     description: String,
+    /// `https://acct.blob.core.windows.net/container`: no query, no credentials.
+    container_url: String,
     container_ready: AtomicBool,
     /// Uploading with a container SAS: the container must exist already, and reads are not allowed.
     with_sas: bool,
@@ -75,6 +77,7 @@ impl AzureSink {
             container: builder
                 .retry(azure_core::RetryOptions::none())
                 .container_client(settings.container.clone()),
+            container_url: format!("{endpoint}/{}", settings.container),
             description: format!(
                 "azure container {} at {endpoint}{}",
                 settings.container,
@@ -194,6 +197,10 @@ impl ClipSink for AzureSink {
 
     fn describe(&self) -> String {
         self.description.clone()
+    }
+
+    fn location(&self, blob_name: &str) -> String {
+        format!("{}/{blob_name}", self.container_url)
     }
 }
 

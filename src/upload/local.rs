@@ -54,4 +54,12 @@ impl ClipSink for LocalDirSink {
     fn describe(&self) -> String {
         format!("local directory {}", self.dir.display())
     }
+
+    fn location(&self, blob_name: &str) -> String {
+        let path = self.dir.join(blob_name);
+        std::path::absolute(&path)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    }
 }

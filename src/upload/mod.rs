@@ -18,6 +18,7 @@ pub use local::LocalDirSink;
 
 use crate::metrics::Metrics;
 use crate::spool::{ClipMeta, Spool, SpooledClip};
+use crate::webhook::{Webhook, WebhookEvent};
 
 /// Why an upload failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,8 @@ pub trait ClipSink: Send + Sync {
     fn probe(&self) -> impl Future<Output = Result<String, UploadError>> + Send;
     /// Where clips go, secrets redacted.
     fn describe(&self) -> String;
+    /// Where the clip `blob_name` is once uploaded (a URL without query, or a path), for the webhook.
+    fn location(&self, blob_name: &str) -> String;
 }
 
 /// Retry delays: 1 s doubling to at most `max` (UPLOAD_RETRY_MAX), with jitter, forever.
@@ -65,6 +68,7 @@ pub async fn run<S: ClipSink>(
     max_retry_delay: Duration,
     capture_done: &CancellationToken,
     metrics: &Metrics,
+    webhook: &Webhook,
 ) {
     let mut delays = retry_delays(max_retry_delay);
     loop {
@@ -83,7 +87,8 @@ pub async fn run<S: ClipSink>(
             continue;
         }
         for clip in &pending {
-            if let Err(e) = upload_one(sink, spool, clip).await {
+            let uploaded = upload_one(sink, spool, clip).await;
+            if let Err(e) = &uploaded {
                 metrics.upload_failed();
                 let retry_in = delays.next().unwrap_or(max_retry_delay);
                 warn!(
@@ -104,6 +109,10 @@ pub async fn run<S: ClipSink>(
                 break;
             }
             metrics.clip_uploaded(clip.size);
+            if let Ok(meta) = uploaded {
+                let location = sink.location(&clip.blob_name);
+                webhook.send(WebhookEvent::uploaded(&clip.blob_name, &meta, location));
+            }
             delays = retry_delays(max_retry_delay);
         }
     }
@@ -121,7 +130,7 @@ async fn upload_one<S: ClipSink>(
     sink: &S,
     spool: &Spool,
     clip: &SpooledClip,
-) -> Result<(), UploadError> {
+) -> Result<ClipMeta, UploadError> {
     let started = std::time::Instant::now();
     let meta = spool.meta(clip)?;
     sink.upload(clip, &meta).await?;
@@ -135,7 +144,7 @@ async fn upload_one<S: ClipSink>(
         to = %sink.describe(),
         "clip uploaded"
     );
-    Ok(())
+    Ok(meta)
 }
 
 /// The sink the configuration chose.
@@ -172,6 +181,13 @@ impl ClipSink for ConfiguredSink {
         match self {
             Self::Azure(sink) => sink.describe(),
             Self::LocalDir(sink) => sink.describe(),
+        }
+    }
+
+    fn location(&self, blob_name: &str) -> String {
+        match self {
+            Self::Azure(sink) => sink.location(blob_name),
+            Self::LocalDir(sink) => sink.location(blob_name),
         }
     }
 }

@@ -218,6 +218,14 @@ impl Azurite {
         self.connection_string_with_key(AZURITE_KEY)
     }
 
+    /// A blob's URL (no query).
+    pub fn blob_url(&self, container: &str, blob: &str) -> String {
+        format!(
+            "http://127.0.0.1:{}/devstoreaccount1/{container}/{blob}",
+            self.port
+        )
+    }
+
     pub fn connection_string_with_key(&self, key: &str) -> String {
         format!(
             "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};\
@@ -710,4 +718,113 @@ pub fn metric(text: &str, name: &str) -> f64 {
                 .and_then(|v| v.trim().parse().ok())
         })
         .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+}
+
+/// One HTTP request as a [`HookReceiver`] got it.
+#[derive(Debug, Clone)]
+pub struct ReceivedRequest {
+    /// `POST /path?query HTTP/1.1`
+    pub line: String,
+    /// Header names in lowercase.
+    pub headers: HashMap<String, String>,
+    pub body: String,
+    /// The status it was answered with.
+    pub answered: u16,
+}
+
+/// A webhook receiver on 127.0.0.1: answers the first `failures` requests with 500, then 200, and keeps
+/// every request.
+pub struct HookReceiver {
+    pub port: u16,
+    requests: std::sync::Arc<Mutex<Vec<ReceivedRequest>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HookReceiver {
+    pub fn start(failures: usize) -> Self {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the hook receiver");
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (kept, stopped) = (requests.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                stream.set_nonblocking(false).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                let mut data = Vec::new();
+                let mut buffer = [0_u8; 4096];
+                // Headers, then as much body as Content-Length says.
+                let request = loop {
+                    let Ok(n) = stream.read(&mut buffer) else {
+                        break None;
+                    };
+                    if n == 0 {
+                        break None;
+                    }
+                    data.extend_from_slice(&buffer[..n]);
+                    let text = String::from_utf8_lossy(&data).to_string();
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                        continue;
+                    };
+                    let mut lines = head.lines();
+                    let line = lines.next().unwrap_or_default().to_string();
+                    let headers: HashMap<String, String> = lines
+                        .filter_map(|l| l.split_once(':'))
+                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                        .collect();
+                    let length: usize = headers
+                        .get("content-length")
+                        .and_then(|l| l.parse().ok())
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        break Some((line, headers, body.to_string()));
+                    }
+                };
+                let Some((line, headers, body)) = request else {
+                    continue;
+                };
+                let mut kept = kept.lock().unwrap();
+                let answered = if kept.len() < failures { 500 } else { 200 };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {answered} {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    if answered == 200 {
+                        "OK"
+                    } else {
+                        "Internal Server Error"
+                    }
+                );
+                kept.push(ReceivedRequest {
+                    line,
+                    headers,
+                    body,
+                    answered,
+                });
+            }
+        });
+        Self {
+            port,
+            requests,
+            stop,
+        }
+    }
+
+    pub fn requests(&self) -> Vec<ReceivedRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for HookReceiver {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
