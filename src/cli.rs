@@ -8,11 +8,13 @@ use clap::{Parser, Subcommand};
 use dachavideo::config::{self, ConfigError, LogFormat, ServiceConfig, Settings, StorageSettings};
 use dachavideo::shutdown::Shutdown;
 use dachavideo::upload::ConfiguredSink;
-use dachavideo::{bench, check, detect, health, pipeline, telemetry};
-use tracing::{error, info};
+use dachavideo::{bench, check, detect, health, metrics, pipeline, telemetry};
+use tracing::{error, info, warn};
 
 const EXIT_FAILURE: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
+/// `dachavideo health` over HTTP: well under the container health check's own timeout (10 s).
+const HEALTH_HTTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Motion-triggered recorder for an RTSP camera: records clips with the moving regions boxed and
 /// uploads them to Azure Blob Storage (or a local directory).
@@ -32,6 +34,7 @@ enum Command {
     /// Validate the configuration, try the camera and the storage once, print a report.
     Check,
     /// Exit 0 if the running service is healthy (a camera frame within HEALTH_MAX_FRAME_AGE), else 1.
+    /// Asks the service's GET /healthz when METRICS_ADDR is set, else reads its status file in the spool.
     Health,
     /// Measure one part of the pipeline on a video file (decode, detect, record); print a JSON line.
     /// `scripts/bench.sh` runs them side by side.
@@ -96,6 +99,7 @@ fn run_service(config: ServiceConfig) -> ExitCode {
     if let StorageSettings::LocalDir(dir) = &config.storage {
         info!(dir = %dir.display(), "AZ_STORAGE_CONNSTRING and AZ_CONTAINER_NAME are not set: clips go to a local directory");
     }
+    warn_of_sas_expiry(&config.storage);
     let result = (|| -> anyhow::Result<()> {
         let sink = ConfiguredSink::from_settings(&config.storage)?;
         let shutdown = Shutdown::new();
@@ -111,6 +115,22 @@ fn run_service(config: ServiceConfig) -> ExitCode {
     }
 }
 
+/// A container SAS that has expired or will within a week: say so at start, when someone reads the log.
+fn warn_of_sas_expiry(storage: &StorageSettings) {
+    let StorageSettings::Azure(azure) = storage else {
+        return;
+    };
+    let Some(expiry) = azure.container_sas().and_then(|sas| sas.expiry) else {
+        return;
+    };
+    let left = expiry - time::OffsetDateTime::now_utc();
+    if !left.is_positive() {
+        warn!("AZ_CONTAINER_SAS_URL has expired: uploads will be refused until it is replaced");
+    } else if left < time::Duration::days(7) {
+        warn!(expires_in = %check::human(left), "AZ_CONTAINER_SAS_URL expires soon: make a new one");
+    }
+}
+
 fn run_check(config: ServiceConfig) -> ExitCode {
     println!(
         "config   ok    camera {:?}, clips {}, spool {}",
@@ -119,23 +139,29 @@ fn run_check(config: ServiceConfig) -> ExitCode {
         config.spool_dir.display()
     );
     let mut lines = vec![check::check_camera(&config)];
+    if let StorageSettings::Azure(azure) = &config.storage
+        && let Some(sas) = azure.container_sas()
+    {
+        lines.push(check::check_sas(sas, time::OffsetDateTime::now_utc()));
+    }
     let storage = match (ConfiguredSink::from_settings(&config.storage), runtime()) {
         (Ok(sink), Ok(runtime)) => runtime.block_on(check::check_storage(&sink)),
         (Err(e), _) => check::CheckLine {
             what: "storage",
-            outcome: Err(e.to_string()),
+            outcome: check::Outcome::Fail(e.to_string()),
         },
         (_, Err(e)) => check::CheckLine {
             what: "storage",
-            outcome: Err(e.to_string()),
+            outcome: check::Outcome::Fail(e.to_string()),
         },
     };
     lines.push(storage);
     let mut failed = false;
     for line in &lines {
         match &line.outcome {
-            Ok(detail) => println!("{:<8} ok    {detail}", line.what),
-            Err(reason) => {
+            check::Outcome::Ok(detail) => println!("{:<8} ok    {detail}", line.what),
+            check::Outcome::Warn(detail) => println!("{:<8} WARN  {detail}", line.what),
+            check::Outcome::Fail(reason) => {
                 failed = true;
                 println!("{:<8} FAIL  {reason}", line.what);
             }
@@ -149,11 +175,16 @@ fn run_check(config: ServiceConfig) -> ExitCode {
 }
 
 fn run_health(config: &ServiceConfig) -> ExitCode {
-    match health::assess(
-        &config.spool_dir,
-        SystemTime::now(),
-        config.health_max_frame_age,
-    ) {
+    // With METRICS_ADDR the running service judges itself (GET /healthz); else its status file is read.
+    let judged = match config.metrics_addr {
+        Some(addr) => metrics::http::ask_health(addr, HEALTH_HTTP_TIMEOUT),
+        None => health::assess(
+            &config.spool_dir,
+            SystemTime::now(),
+            config.health_max_frame_age,
+        ),
+    };
+    match judged {
         Ok(summary) => {
             println!("healthy: {summary}");
             ExitCode::SUCCESS

@@ -12,11 +12,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use envconfig::Envconfig;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use url::Url;
 
 use crate::motion::MotionMask;
 use crate::spool::SpoolLimits;
+
+mod sas;
+pub use sas::{ContainerSas, permission_names as sas_permission_names};
 
 /// A configuration value that cannot be used; `Display` is one line naming the variable.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +49,8 @@ pub struct RawEnv {
     pub az_storage_connstring: Option<String>,
     #[envconfig(from = "AZ_CONTAINER_NAME")]
     pub az_container_name: Option<String>,
+    #[envconfig(from = "AZ_CONTAINER_SAS_URL")]
+    pub az_container_sas_url: Option<String>,
     #[envconfig(from = "CLIPS_DIR", default = "clips")]
     pub clips_dir: String,
     #[envconfig(from = "SPOOL_DIR", default = "spool")]
@@ -86,6 +91,10 @@ pub struct RawEnv {
     pub motion_mask: Option<String>,
     #[envconfig(from = "MIN_MOTION_FRAMES", default = "3")]
     pub min_motion_frames: String,
+    #[envconfig(from = "METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+    #[envconfig(from = "EVENT_WEBHOOK_URL")]
+    pub event_webhook_url: Option<String>,
 }
 
 impl RawEnv {
@@ -238,10 +247,19 @@ pub enum StorageSettings {
     LocalDir(PathBuf),
 }
 
-/// Azure Blob Storage: an account connection string (secret) and a container.
+/// How the service proves itself to Azure; both hold secrets and print redacted.
+#[derive(Clone)]
+pub enum AzureCredential {
+    /// `AZ_STORAGE_CONNSTRING`: the account key (or a SAS inside the string); may create the container.
+    ConnectionString(SecretString),
+    /// `AZ_CONTAINER_SAS_URL`: a container SAS, ideally `sp=cw`; cannot create the container nor read.
+    ContainerSas(ContainerSas),
+}
+
+/// Azure Blob Storage: a credential and a container.
 #[derive(Clone)]
 pub struct AzureSettings {
-    pub connection_string: SecretString,
+    pub credential: AzureCredential,
     pub account: String,
     /// `BlobEndpoint=` of the connection string (Azurite, private endpoints), without a trailing slash.
     pub blob_endpoint: Option<String>,
@@ -254,14 +272,23 @@ impl fmt::Debug for AzureSettings {
             .field("account", &self.account)
             .field("blob_endpoint", &self.blob_endpoint)
             .field("container", &self.container)
-            .field("connection_string", &"<redacted>")
+            .field(
+                "credential",
+                match &self.credential {
+                    AzureCredential::ConnectionString(_) => &"connection string <redacted>",
+                    AzureCredential::ContainerSas(_) => &"container SAS <redacted>",
+                },
+            )
             .finish()
     }
 }
 
 impl AzureSettings {
-    pub fn connection_string(&self) -> &str {
-        self.connection_string.expose_secret()
+    pub fn container_sas(&self) -> Option<&ContainerSas> {
+        match &self.credential {
+            AzureCredential::ContainerSas(sas) => Some(sas),
+            AzureCredential::ConnectionString(_) => None,
+        }
     }
 }
 
@@ -294,6 +321,10 @@ pub struct ServiceConfig {
     pub shutdown_grace: Duration,
     /// `dachavideo health` reports unhealthy when no camera frame arrived for this long.
     pub health_max_frame_age: Duration,
+    /// Where `/healthz` and `/metrics` are served, if anywhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Where clip events are posted, if anywhere.
+    pub webhook_url: Option<crate::webhook::WebhookUrl>,
     pub log_format: LogFormat,
 }
 
@@ -357,6 +388,12 @@ impl ServiceConfig {
                 "HEALTH_MAX_FRAME_AGE",
                 &raw.health_max_frame_age,
             )?,
+            metrics_addr: non_empty(&raw.metrics_addr)
+                .map(parse_metrics_addr)
+                .transpose()?,
+            webhook_url: non_empty(&raw.event_webhook_url)
+                .map(crate::webhook::WebhookUrl::parse)
+                .transpose()?,
             log_format: shared.log_format,
         })
     }
@@ -458,6 +495,17 @@ fn parse_bytes(variable: &'static str, raw: &str) -> Result<u64, ConfigError> {
         })
 }
 
+fn parse_metrics_addr(raw: &str) -> Result<std::net::SocketAddr, ConfigError> {
+    raw.parse().map_err(|_| {
+        ConfigError::new(
+            "METRICS_ADDR",
+            format!(
+                "{raw:?} is not an IP address and port; use e.g. 0.0.0.0:9090 or 127.0.0.1:9090"
+            ),
+        )
+    })
+}
+
 fn parse_min_area(raw: &str) -> Result<f64, ConfigError> {
     const VAR: &str = "MOTION_MIN_AREA";
     let area: u32 = raw.trim().parse().map_err(|e| {
@@ -548,6 +596,9 @@ fn sanitize_name(raw: &str) -> String {
 }
 
 pub fn parse_storage(raw: &RawEnv) -> Result<StorageSettings, ConfigError> {
+    if let Some(sas_url) = non_empty(&raw.az_container_sas_url) {
+        return parse_container_sas(raw, sas_url);
+    }
     match (
         non_empty(&raw.az_storage_connstring),
         non_empty(&raw.az_container_name),
@@ -568,13 +619,44 @@ pub fn parse_storage(raw: &RawEnv) -> Result<StorageSettings, ConfigError> {
             let container = parse_container_name(container)?;
             let (account, blob_endpoint) = parse_connection_string(connection_string)?;
             Ok(StorageSettings::Azure(AzureSettings {
-                connection_string: SecretString::from(connection_string.to_string()),
+                credential: AzureCredential::ConnectionString(SecretString::from(
+                    connection_string.to_string(),
+                )),
                 account,
                 blob_endpoint,
                 container,
             }))
         }
     }
+}
+
+/// `AZ_CONTAINER_SAS_URL`, which replaces both `AZ_STORAGE_CONNSTRING` and `AZ_CONTAINER_NAME`.
+fn parse_container_sas(raw: &RawEnv, sas_url: &str) -> Result<StorageSettings, ConfigError> {
+    let also_set: Vec<&str> = [
+        ("AZ_STORAGE_CONNSTRING", &raw.az_storage_connstring),
+        ("AZ_CONTAINER_NAME", &raw.az_container_name),
+    ]
+    .into_iter()
+    .filter(|(_, value)| non_empty(value).is_some())
+    .map(|(name, _)| name)
+    .collect();
+    if !also_set.is_empty() {
+        return Err(ConfigError::new(
+            "AZ_CONTAINER_SAS_URL",
+            format!(
+                "set either AZ_CONTAINER_SAS_URL or AZ_STORAGE_CONNSTRING with AZ_CONTAINER_NAME, not both \
+                 (also set: {})",
+                also_set.join(", ")
+            ),
+        ));
+    }
+    let sas = ContainerSas::parse(sas_url)?;
+    Ok(StorageSettings::Azure(AzureSettings {
+        account: sas.account.clone(),
+        blob_endpoint: Some(sas.endpoint.clone()),
+        container: sas.container.clone(),
+        credential: AzureCredential::ContainerSas(sas),
+    }))
 }
 
 /// Checks a connection string without ever echoing it (the azure crates' own errors include the whole
@@ -618,15 +700,7 @@ fn parse_connection_string(raw: &str) -> Result<(String, Option<String>), Config
 /// Azure's container naming rules: 3-63 characters of lowercase letters, digits and single hyphens,
 /// starting and ending with a letter or digit.
 fn parse_container_name(raw: &str) -> Result<String, ConfigError> {
-    let valid_chars = raw
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    let valid = (3..=63).contains(&raw.len())
-        && valid_chars
-        && !raw.starts_with('-')
-        && !raw.ends_with('-')
-        && !raw.contains("--");
-    if valid {
+    if is_container_name(raw) {
         Ok(raw.to_string())
     } else {
         Err(ConfigError::new(
@@ -637,6 +711,17 @@ fn parse_container_name(raw: &str) -> Result<String, ConfigError> {
             ),
         ))
     }
+}
+
+fn is_container_name(raw: &str) -> bool {
+    let valid_chars = raw
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    (3..=63).contains(&raw.len())
+        && valid_chars
+        && !raw.starts_with('-')
+        && !raw.ends_with('-')
+        && !raw.contains("--")
 }
 
 #[cfg(test)]
@@ -728,6 +813,9 @@ mod tests {
             ("MAX_CLIP", "0s"),
             ("MOTION_MASK", "0,0 1,0"),
             ("MIN_MOTION_FRAMES", "0"),
+            ("METRICS_ADDR", "localhost:9090"),
+            ("METRICS_ADDR", "0.0.0.0"),
+            ("EVENT_WEBHOOK_URL", "hub.local/hook"),
         ] {
             let error = service(&[url, (variable, value)]).unwrap_err();
             assert_eq!(error.variable, variable, "{error}");
@@ -786,6 +874,31 @@ mod tests {
             Some("http://127.0.0.1:10000/devstoreaccount1")
         );
         assert!(!format!("{azure:?}").contains(DEV_KEY));
+    }
+
+    #[test]
+    fn a_container_sas_replaces_both_azure_variables_and_excludes_them() {
+        let url = ("RTSP_URL", "rtsp://cam/s");
+        let sas = "https://acct.blob.core.windows.net/dacha-clips?sp=cw&sr=c&sig=U0VDUkVU";
+        let config = service(&[url, ("AZ_CONTAINER_SAS_URL", sas)]).unwrap();
+        let StorageSettings::Azure(azure) = config.storage else {
+            panic!("expected Azure storage");
+        };
+        assert_eq!(azure.container, "dacha-clips");
+        assert!(azure.container_sas().is_some());
+        assert!(!format!("{azure:?}").contains("U0VDUkVU"));
+        let connstring = azurite_connstring(DEV_KEY);
+        for extra in [
+            ("AZ_STORAGE_CONNSTRING", connstring.as_str()),
+            ("AZ_CONTAINER_NAME", "dacha-clips"),
+        ] {
+            let error = service(&[url, ("AZ_CONTAINER_SAS_URL", sas), extra]).unwrap_err();
+            assert_eq!(error.variable, "AZ_CONTAINER_SAS_URL");
+            assert!(error.to_string().contains(extra.0), "{error}");
+            assert!(
+                !error.to_string().contains("U0VDUkVU") && !error.to_string().contains(DEV_KEY)
+            );
+        }
     }
 
     #[test]

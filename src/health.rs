@@ -72,6 +72,23 @@ pub fn assess(
     judge(&status, unix_millis(now), max_frame_age)
 }
 
+/// Judges the running service from the inside (for `/healthz`): the same rules as the status file.
+pub fn judge_live(
+    frames_seen: &FrameWatch,
+    started_ms: u64,
+    now: SystemTime,
+    max_frame_age: Duration,
+) -> Result<String, String> {
+    let now_ms = unix_millis(now);
+    let status = Status {
+        pid: std::process::id(),
+        started_ms,
+        updated_ms: now_ms,
+        last_frame_ms: frames_seen.last_frame(),
+    };
+    judge(&status, now_ms, max_frame_age)
+}
+
 fn judge(status: &Status, now_ms: u64, max_frame_age: Duration) -> Result<String, String> {
     let age = |ms: u64| Duration::from_millis(now_ms.saturating_sub(ms));
     let seconds = |d: Duration| format!("{:.0} s", d.as_secs_f64());

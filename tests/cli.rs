@@ -28,6 +28,9 @@ fn all_output(output: &Output) -> String {
 
 const URL: &str = "rtsp://watcher:dacha-pass-7Q2@127.0.0.1:9/stream";
 
+const SAS_URL: &str =
+    "https://acct.blob.core.windows.net/clips?sv=2022-11-02&sp=cw&sr=c&sig=U0FTLXNpZ25hdHVyZQ";
+
 fn connstring(key: &str) -> String {
     format!(
         "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};\
@@ -107,6 +110,68 @@ fn bad_configuration_exits_2_with_one_line_naming_the_variable() {
                 ("AZ_CONTAINER_NAME", "clips"),
             ],
         ),
+        (
+            "METRICS_ADDR",
+            vec![("RTSP_URL", URL), ("METRICS_ADDR", "localhost:9090")],
+        ),
+        (
+            "EVENT_WEBHOOK_URL",
+            vec![
+                ("RTSP_URL", URL),
+                (
+                    "EVENT_WEBHOOK_URL",
+                    "hub.local/hook?token=U0FTLXNpZ25hdHVyZQ",
+                ),
+            ],
+        ),
+        (
+            "AZ_CONTAINER_SAS_URL",
+            vec![
+                ("RTSP_URL", URL),
+                ("AZ_CONTAINER_SAS_URL", SAS_URL),
+                ("AZ_STORAGE_CONNSTRING", &good_connstring),
+                ("AZ_CONTAINER_NAME", "clips"),
+            ],
+        ),
+        (
+            "AZ_CONTAINER_SAS_URL",
+            vec![
+                ("RTSP_URL", URL),
+                ("AZ_CONTAINER_SAS_URL", SAS_URL),
+                ("AZ_CONTAINER_NAME", "clips"),
+            ],
+        ),
+        (
+            "AZ_CONTAINER_SAS_URL",
+            vec![
+                ("RTSP_URL", URL),
+                // Pasted without its '?': the signature ends up in the path.
+                (
+                    "AZ_CONTAINER_SAS_URL",
+                    "https://acct.blob.core.windows.net/clipssp=cw&sig=U0FTLXNpZ25hdHVyZQ",
+                ),
+            ],
+        ),
+        (
+            "AZ_CONTAINER_SAS_URL",
+            vec![
+                ("RTSP_URL", URL),
+                (
+                    "AZ_CONTAINER_SAS_URL",
+                    "acct.blob.core.windows.net/clips?sp=cw&sig=U0FTLXNpZ25hdHVyZQ",
+                ),
+            ],
+        ),
+        (
+            "AZ_CONTAINER_SAS_URL",
+            vec![
+                ("RTSP_URL", URL),
+                (
+                    "AZ_CONTAINER_SAS_URL",
+                    "https://acct.blob.core.windows.net/clips?sp=cw&se=U0FTLXNpZ25hdHVyZQ",
+                ),
+            ],
+        ),
     ];
     for (variable, env) in cases {
         for command in [&[][..], &["check"][..]] {
@@ -118,6 +183,10 @@ fn bad_configuration_exits_2_with_one_line_naming_the_variable() {
             assert!(stderr.contains(variable), "{variable} not named: {stderr}");
             assert!(!all.contains(CAMERA_PASSWORD), "password leaked: {all}");
             assert!(!all.contains(&AZURITE_KEY[..20]), "key leaked: {all}");
+            assert!(
+                !all.contains("U0FTLXNpZ25hdHVyZQ"),
+                "SAS signature leaked: {all}"
+            );
         }
     }
 }
@@ -194,6 +263,102 @@ fn check_reports_camera_and_storage_and_fails_on_a_wrong_key() {
         "{all}"
     );
     assert!(!all.contains("not-the-password"), "{all}");
+}
+
+#[test]
+fn check_with_a_container_sas_reports_its_permissions_and_writes_nothing_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    let azurite = Azurite::start();
+    azurite.create_container(CONTAINER);
+    let camera = Camera::start(false);
+    let now = time::OffsetDateTime::now_utc();
+    let check = |sas_url: &str| {
+        let output = dachavideo(
+            &["check"],
+            &[
+                ("RTSP_URL", camera.url().as_str()),
+                ("AZ_CONTAINER_SAS_URL", sas_url),
+            ],
+            dir.path(),
+        );
+        let sig = sas_url.split("sig=").nth(1).unwrap().to_string();
+        let all = all_output(&output);
+        assert!(!all.contains(&sig), "the signature leaked: {all}");
+        (output.status.code(), all)
+    };
+
+    let (code, all) =
+        check(&azurite.container_sas_url(CONTAINER, "cw", now + time::Duration::days(90)));
+    assert_eq!(code, Some(0), "{all}");
+    assert!(
+        all.contains("sas      ok    grants create, write (sp=cw); expires")
+            && all.contains("(in 89 days)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("storage  ok") && all.contains("a test block was accepted"),
+        "{all}"
+    );
+    assert!(
+        azurite.blobs(CONTAINER).is_empty(),
+        "check must leave no blob behind"
+    );
+
+    let (code, all) =
+        check(&azurite.container_sas_url(CONTAINER, "cw", now + time::Duration::days(3)));
+    assert_eq!(code, Some(0), "{all}");
+    assert!(
+        all.contains("sas      WARN") && all.contains("make a new one"),
+        "{all}"
+    );
+
+    let (code, all) =
+        check(&azurite.container_sas_url(CONTAINER, "rcwdl", now + time::Duration::days(90)));
+    assert_eq!(code, Some(0), "{all}");
+    assert!(
+        all.contains("sas      WARN") && all.contains("also grants read, delete, list"),
+        "{all}"
+    );
+
+    let (code, all) =
+        check(&azurite.container_sas_url(CONTAINER, "cw", now - time::Duration::hours(2)));
+    assert_eq!(code, Some(1), "{all}");
+    assert!(
+        all.contains("sas      FAIL") && all.contains("expired"),
+        "{all}"
+    );
+    assert!(
+        all.contains("storage  FAIL") && all.contains("403"),
+        "{all}"
+    );
+
+    let missing =
+        azurite.container_sas_url("no-such-container", "cw", now + time::Duration::days(9));
+    let (code, all) = check(&missing);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(
+        all.contains("storage  FAIL") && all.contains("the container does not exist"),
+        "{all}"
+    );
+}
+
+#[test]
+fn a_metrics_address_in_use_stops_the_start_with_a_line_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = dachavideo(
+        &[],
+        &[("RTSP_URL", URL), ("METRICS_ADDR", &addr)],
+        dir.path(),
+    );
+    let all = all_output(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains(&format!("METRICS_ADDR {addr}: cannot listen")),
+        "{all}"
+    );
+    assert!(!all.contains(CAMERA_PASSWORD), "{all}");
 }
 
 #[test]

@@ -19,6 +19,7 @@ pub use diagnose::diagnose;
 
 use crate::config::CameraSettings;
 use crate::health::FrameWatch;
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::stream::{Frame, StreamEvent, Timestamp};
 
@@ -49,6 +50,7 @@ pub fn run(
     settings: &CameraSettings,
     output: &Sender<StreamEvent<Frame>>,
     frames_seen: &FrameWatch,
+    metrics: &Metrics,
     shutdown: &Shutdown,
 ) {
     let clock = LiveClock::default();
@@ -66,11 +68,21 @@ pub fn run(
                     open_ms = opened_at.elapsed().as_millis() as u64,
                     "camera connected"
                 );
+                metrics.camera_connected();
                 if output.send(StreamEvent::Started(info)).is_err() {
                     return;
                 }
                 let connected_at = Instant::now();
-                let end = pump_frames(&mut stream, &clock, &mut seq, output, frames_seen, shutdown);
+                let end = pump_frames(
+                    &mut stream,
+                    &clock,
+                    &mut seq,
+                    output,
+                    frames_seen,
+                    metrics,
+                    shutdown,
+                );
+                metrics.camera_lost();
                 let seconds = connected_at.elapsed().as_secs_f64();
                 let received_fps = end.frames as f64 / seconds.max(0.001);
                 if shutdown.is_requested() {
@@ -133,6 +145,7 @@ fn pump_frames(
     seq: &mut u64,
     output: &Sender<StreamEvent<Frame>>,
     frames_seen: &FrameWatch,
+    metrics: &Metrics,
     shutdown: &Shutdown,
 ) -> StreamEnd {
     let mut end = StreamEnd {
@@ -150,6 +163,7 @@ fn pump_frames(
         };
         end.frames += 1;
         frames_seen.frame_arrived();
+        metrics.frame_read();
         *seq += 1;
         let frame = Frame {
             image,
@@ -160,6 +174,7 @@ fn pump_frames(
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 end.dropped += 1;
+                metrics.frame_dropped();
                 debug!(dropped = end.dropped, "detector behind; frame dropped");
             }
             Err(TrySendError::Disconnected(_)) => {

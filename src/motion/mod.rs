@@ -20,6 +20,7 @@ pub use detector::MotionDetector;
 pub use mask::MotionMask;
 
 use crate::config::MotionSettings;
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::stream::{Frame, StreamEvent, Verdict};
 
@@ -79,6 +80,7 @@ pub fn run(
     input: &Receiver<StreamEvent<Frame>>,
     output: &Sender<StreamEvent<Verdict>>,
     shutdown: &Shutdown,
+    metrics: &Metrics,
 ) {
     let mut stage = MotionStage::new(settings);
     loop {
@@ -86,7 +88,15 @@ pub fn run(
             recv(input) -> event => match event { Ok(event) => event, Err(_) => return },
             recv(shutdown.closed()) -> _ => return,
         };
-        match stage.handle(event) {
+        let (is_frame, started) = (
+            matches!(event, StreamEvent::Item(_)),
+            std::time::Instant::now(),
+        );
+        let verdict = stage.handle(event);
+        if is_frame {
+            metrics.detection_took(started.elapsed());
+        }
+        match verdict {
             Ok(verdict) => {
                 if output.send(verdict).is_err() {
                     return;

@@ -9,6 +9,7 @@
 mod annotate;
 mod backlog;
 mod event;
+mod events;
 mod schedule;
 mod writer;
 
@@ -20,6 +21,7 @@ use tracing::{error, info, warn};
 
 pub use annotate::{BOX_BGR, draw_boxes};
 pub use event::{EventRecord, MotionSample};
+pub use events::{ClipEvent, ClipObserver};
 pub use schedule::{ClipSchedule, FrameAction};
 pub use writer::{ClipWriter, WriterError};
 
@@ -82,6 +84,7 @@ pub struct Recorder {
     last_stem_second: Option<(u64, u32)>,
     out_of_room: bool,
     last_room_check: Option<Duration>,
+    observer: Option<ClipObserver>,
 }
 
 impl Recorder {
@@ -96,6 +99,7 @@ impl Recorder {
             last_stem_second: None,
             out_of_room: false,
             last_room_check: None,
+            observer: None,
         }
     }
 
@@ -341,6 +345,11 @@ impl Recorder {
             pre_roll_mib = self.backlog.bytes() / 1_048_576,
             "motion: recording"
         );
+        self.notify(ClipEvent::Started {
+            blob_name: &name.blob_name(),
+            camera: &self.settings.camera_name,
+            wall: first.wall,
+        });
         self.open = Some(OpenClip {
             name,
             writer,
@@ -526,7 +535,10 @@ pub fn run(mut recorder: Recorder, input: &Receiver<StreamEvent<Verdict>>, shutd
             None => recorder.finish(),
         };
         match result {
-            Ok(Some(ready)) => log_clip(&ready),
+            Ok(Some(ready)) => {
+                log_clip(&ready);
+                recorder.notify(ClipEvent::Recorded(&ready));
+            }
             Ok(None) => {}
             Err(e) => error!(error = %e, "recording failed"),
         }

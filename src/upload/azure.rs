@@ -2,41 +2,63 @@
 //!
 //! Clips go up in 4 MiB blocks, each checked against the MD5 the service reports for what it received,
 //! then one block list that commits the blob with its content type, Content-MD5 and the clip's metadata
-//! (camera, start, seconds, frames, boxes), so a retried upload simply replaces the same blob. The container is created when missing. Every request has
-//! a timeout (the SDK has none), and error messages never carry the account key or a SAS signature.
+//! (camera, start, seconds, frames, boxes), so a retried upload simply replaces the same blob. With a
+//! connection string the container is created when missing; with a container SAS (`AZ_CONTAINER_SAS_URL`,
+//! `sp=cw`) it is not (a SAS cannot), and nothing is ever read back. Every request has a timeout (the SDK has
+//! none), and error messages never carry the account key or a SAS signature.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use azure_core::StatusCode;
 use azure_core::request_options::Metadata;
-use azure_storage::CloudLocation;
+use azure_storage::{CloudLocation, StorageCredentials};
 use azure_storage_blobs::prelude::*;
 use md5::{Digest, Md5};
 use tokio::io::AsyncReadExt;
 
 use super::{ClipSink, UploadError};
-use crate::config::AzureSettings;
+use crate::config::{AzureCredential, AzureSettings};
 use crate::spool::{Attachment, ClipMeta, SpooledClip, base64_md5};
 
 const BLOCK_SIZE: usize = 4 * 1024 * 1024;
 /// Longest any single request may take (a 4 MiB block on a slow uplink included).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Where `check` writes its test block under a container SAS. The block is never committed: no blob
+/// appears, nothing is overwritten, and Azure discards uncommitted blocks after a week.
+const PROBE_BLOB: &str = ".dachavideo-check";
 
 pub struct AzureSink {
     container: ContainerClient,
     description: String,
+    /// `https://acct.blob.core.windows.net/container`: no query, no credentials.
+    container_url: String,
     container_ready: AtomicBool,
+    /// Uploading with a container SAS: the container must exist already, and reads are not allowed.
+    with_sas: bool,
 }
 
 impl AzureSink {
     pub fn new(settings: &AzureSettings) -> Result<Self, UploadError> {
-        // Validated at start-up; the azure crate's own errors would echo the key, so they are not shown.
-        let parsed = azure_storage::ConnectionString::new(settings.connection_string())
-            .map_err(|_| UploadError::Permanent("AZ_STORAGE_CONNSTRING is malformed".into()))?;
-        let credentials = parsed.storage_credentials().map_err(|_| {
-            UploadError::Permanent("AZ_STORAGE_CONNSTRING has no usable credentials".into())
-        })?;
+        // Validated at start-up; the azure crate's own errors would echo the key or the signature, so they
+        // are not shown.
+        let credentials = match &settings.credential {
+            AzureCredential::ConnectionString(connection_string) => {
+                azure_storage::ConnectionString::new(secrecy::ExposeSecret::expose_secret(
+                    connection_string,
+                ))
+                .map_err(|_| UploadError::Permanent("AZ_STORAGE_CONNSTRING is malformed".into()))?
+                .storage_credentials()
+                .map_err(|_| {
+                    UploadError::Permanent("AZ_STORAGE_CONNSTRING has no usable credentials".into())
+                })?
+            }
+            AzureCredential::ContainerSas(sas) => StorageCredentials::sas_token(sas.expose_query())
+                .map_err(|_| {
+                    UploadError::Permanent("AZ_CONTAINER_SAS_URL holds no usable SAS".into())
+                })?,
+        };
+        let with_sas = settings.container_sas().is_some();
         let builder = match &settings.blob_endpoint {
             Some(uri) => ClientBuilder::with_location(
                 CloudLocation::Custom {
@@ -55,8 +77,14 @@ impl AzureSink {
             container: builder
                 .retry(azure_core::RetryOptions::none())
                 .container_client(settings.container.clone()),
-            description: format!("azure container {} at {endpoint}", settings.container),
+            container_url: format!("{endpoint}/{}", settings.container),
+            description: format!(
+                "azure container {} at {endpoint}{}",
+                settings.container,
+                if with_sas { " (container SAS)" } else { "" }
+            ),
             container_ready: AtomicBool::new(false),
+            with_sas,
         })
     }
 
@@ -73,7 +101,7 @@ impl AzureSink {
         let created = match timed(self.container.create().into_future()).await {
             Ok(_) => true,
             Err(e) if status_of(&e) == Some(StatusCode::Conflict) => false,
-            Err(e) => return Err(classify(&e, "creating the container")),
+            Err(e) => return Err(self.classify(&e, "creating the container")),
         };
         self.container_ready.store(true, Ordering::Relaxed);
         Ok(created)
@@ -82,7 +110,9 @@ impl AzureSink {
 
 impl ClipSink for AzureSink {
     async fn upload(&self, clip: &SpooledClip, meta: &ClipMeta) -> Result<(), UploadError> {
-        self.ensure_container().await?;
+        if !self.with_sas {
+            self.ensure_container().await?;
+        }
         let blob = self.container.blob_client(clip.blob_name.clone());
         let mut file = tokio::fs::File::open(&clip.path).await?;
         let mut whole_file = Md5::new();
@@ -157,11 +187,27 @@ impl ClipSink for AzureSink {
     }
 
     async fn probe(&self) -> Result<String, UploadError> {
+        if self.with_sas {
+            // A SAS with sp=cw can neither read the container nor delete a test blob: the harmless write
+            // is an uncommitted block, the same request an upload starts with.
+            let probe = self.container.blob_client(PROBE_BLOB);
+            timed(
+                probe
+                    .put_block(BlockId::new("dachavideo-check"), b"check".to_vec())
+                    .into_future(),
+            )
+            .await
+            .map_err(|e| self.classify(&e, "writing a test block"))?;
+            return Ok(format!(
+                "{}: a test block was accepted (nothing committed)",
+                self.description
+            ));
+        }
         self.container_ready.store(false, Ordering::Relaxed);
         let created = self.ensure_container().await?;
         timed(self.container.get_properties().into_future())
             .await
-            .map_err(|e| classify(&e, "reading the container"))?;
+            .map_err(|e| self.classify(&e, "reading the container"))?;
         let state = if created { "created" } else { "exists" };
         Ok(format!(
             "{} ({state}, credentials accepted)",
@@ -172,6 +218,10 @@ impl ClipSink for AzureSink {
     fn describe(&self) -> String {
         self.description.clone()
     }
+
+    fn location(&self, blob_name: &str) -> String {
+        format!("{}/{blob_name}", self.container_url)
+    }
 }
 
 impl AzureSink {
@@ -180,7 +230,25 @@ impl AzureSink {
             // The container may have been deleted: create it again on the next try.
             self.container_ready.store(false, Ordering::Relaxed);
         }
-        classify(error, doing)
+        self.classify(error, doing)
+    }
+
+    fn classify(&self, error: &azure_core::Error, doing: &str) -> UploadError {
+        if self.with_sas {
+            classify(
+                error,
+                doing,
+                "check AZ_CONTAINER_SAS_URL: its signature, permissions (sp=cw) and expiry (se)",
+                "the container does not exist, and a SAS cannot create it: create it in the storage account",
+            )
+        } else {
+            classify(
+                error,
+                doing,
+                "check the account key or SAS in AZ_STORAGE_CONNSTRING",
+                "",
+            )
+        }
     }
 }
 
@@ -204,8 +272,9 @@ fn status_of(error: &azure_core::Error) -> Option<StatusCode> {
 }
 
 /// An upload error with a message fit for a log line: status and Azure's error code, never a URL
-/// (which may carry a SAS signature) nor the response body.
-fn classify(error: &azure_core::Error, doing: &str) -> UploadError {
+/// (which may carry a SAS signature) nor the response body. `refused` says what to check on 401/403;
+/// `missing`, when not empty, makes a 404 permanent with that explanation.
+fn classify(error: &azure_core::Error, doing: &str, refused: &str, missing: &str) -> UploadError {
     match error.kind() {
         azure_core::error::ErrorKind::HttpResponse { status, error_code } => {
             let code = error_code.as_deref().unwrap_or("no error code");
@@ -213,9 +282,11 @@ fn classify(error: &azure_core::Error, doing: &str) -> UploadError {
             match status {
                 StatusCode::Forbidden | StatusCode::Unauthorized => {
                     UploadError::Permanent(format!(
-                        "{doing}: storage refused the credentials ({status_number} {code}): check the account \
-                     key or SAS in AZ_STORAGE_CONNSTRING"
+                        "{doing}: storage refused the credentials ({status_number} {code}): {refused}"
                     ))
+                }
+                StatusCode::NotFound if !missing.is_empty() => {
+                    UploadError::Permanent(format!("{doing}: {missing} ({status_number} {code})"))
                 }
                 StatusCode::BadRequest => UploadError::Permanent(format!(
                     "{doing}: storage rejected the request ({status_number} {code}): check AZ_CONTAINER_NAME"

@@ -54,6 +54,14 @@ impl ClipSink for LocalDirSink {
     fn describe(&self) -> String {
         format!("local directory {}", self.dir.display())
     }
+
+    fn location(&self, blob_name: &str) -> String {
+        let path = self.dir.join(blob_name);
+        std::path::absolute(&path)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    }
 }
 
 /// A temporary name beside `destination` (its directory created): a half-copied file never looks finished.

@@ -18,7 +18,9 @@ use tracing::{error, info, warn};
 pub use azure::AzureSink;
 pub use local::LocalDirSink;
 
+use crate::metrics::Metrics;
 use crate::spool::{Attachment, ClipMeta, Spool, SpooledClip};
+use crate::webhook::{Webhook, WebhookEvent};
 
 /// Why an upload failed.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,8 @@ pub trait ClipSink: Send + Sync {
     fn probe(&self) -> impl Future<Output = Result<String, UploadError>> + Send;
     /// Where clips go, secrets redacted.
     fn describe(&self) -> String;
+    /// Where the clip `blob_name` is once uploaded (a URL without query, or a path), for the webhook.
+    fn location(&self, blob_name: &str) -> String;
 }
 
 /// Retry delays: 1 s doubling to at most `max` (UPLOAD_RETRY_MAX), with jitter, forever.
@@ -72,6 +76,8 @@ pub async fn run<S: ClipSink>(
     spool: &Spool,
     max_retry_delay: Duration,
     capture_done: &CancellationToken,
+    metrics: &Metrics,
+    webhook: &Webhook,
 ) {
     let mut delays = retry_delays(max_retry_delay);
     loop {
@@ -90,7 +96,9 @@ pub async fn run<S: ClipSink>(
             continue;
         }
         for clip in &pending {
-            if let Err(e) = upload_one(sink, spool, clip).await {
+            let uploaded = upload_one(sink, spool, clip).await;
+            if let Err(e) = &uploaded {
+                metrics.upload_failed();
                 let retry_in = delays.next().unwrap_or(max_retry_delay);
                 warn!(
                     clip = %clip.blob_name,
@@ -109,6 +117,11 @@ pub async fn run<S: ClipSink>(
                 }
                 break;
             }
+            metrics.clip_uploaded(clip.size);
+            if let Ok(meta) = uploaded {
+                let location = sink.location(&clip.blob_name);
+                webhook.send(WebhookEvent::uploaded(&clip.blob_name, &meta, location));
+            }
             delays = retry_delays(max_retry_delay);
         }
     }
@@ -126,7 +139,7 @@ async fn upload_one<S: ClipSink>(
     sink: &S,
     spool: &Spool,
     clip: &SpooledClip,
-) -> Result<(), UploadError> {
+) -> Result<ClipMeta, UploadError> {
     let started = std::time::Instant::now();
     let meta = spool.meta(clip)?;
     for (kind, path) in clip.attachments() {
@@ -145,7 +158,7 @@ async fn upload_one<S: ClipSink>(
         to = %sink.describe(),
         "clip uploaded"
     );
-    Ok(())
+    Ok(meta)
 }
 
 /// The sink the configuration chose.
@@ -194,6 +207,13 @@ impl ClipSink for ConfiguredSink {
         match self {
             Self::Azure(sink) => sink.describe(),
             Self::LocalDir(sink) => sink.describe(),
+        }
+    }
+
+    fn location(&self, blob_name: &str) -> String {
+        match self {
+            Self::Azure(sink) => sink.location(blob_name),
+            Self::LocalDir(sink) => sink.location(blob_name),
         }
     }
 }

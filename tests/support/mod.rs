@@ -218,6 +218,14 @@ impl Azurite {
         self.connection_string_with_key(AZURITE_KEY)
     }
 
+    /// A blob's URL (no query).
+    pub fn blob_url(&self, container: &str, blob: &str) -> String {
+        format!(
+            "http://127.0.0.1:{}/devstoreaccount1/{container}/{blob}",
+            self.port
+        )
+    }
+
     pub fn connection_string_with_key(&self, key: &str) -> String {
         format!(
             "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};\
@@ -265,6 +273,89 @@ impl Azurite {
         };
         azure_storage_blobs::prelude::ClientBuilder::with_location(location, credentials)
             .container_client(container)
+    }
+
+    pub fn create_container(&self, container: &str) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime
+            .block_on(self.container_client(container).create().into_future())
+            .expect("create a container");
+    }
+
+    /// A container SAS URL for `container` (path-style, as for Azurite) granting `permissions` (letters of
+    /// r, a, c, w, d, l) until `expiry`, signed with the development key.
+    pub fn container_sas_url(
+        &self,
+        container: &str,
+        permissions: &str,
+        expiry: time::OffsetDateTime,
+    ) -> String {
+        use azure_storage::shared_access_signature::SasToken;
+        use azure_storage::shared_access_signature::service_sas::BlobSasPermissions;
+        let permissions = BlobSasPermissions {
+            read: permissions.contains('r'),
+            add: permissions.contains('a'),
+            create: permissions.contains('c'),
+            write: permissions.contains('w'),
+            delete: permissions.contains('d'),
+            list: permissions.contains('l'),
+            ..Default::default()
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let sas = runtime
+            .block_on(
+                self.container_client(container)
+                    .shared_access_signature(permissions, expiry),
+            )
+            .expect("make a SAS");
+        format!(
+            "http://127.0.0.1:{}/devstoreaccount1/{container}?{}",
+            self.port,
+            sas.token().expect("sign the SAS")
+        )
+    }
+
+    /// With nothing but `sas_url`: the HTTP status of listing its container and of reading `blob`.
+    pub fn statuses_with_sas(&self, sas_url: &str, blob: &str) -> (Option<u16>, Option<u16>) {
+        use futures::StreamExt;
+        let url = url::Url::parse(sas_url).unwrap();
+        let container = url.path_segments().unwrap().nth(1).unwrap().to_string();
+        let credentials =
+            azure_storage::StorageCredentials::sas_token(url.query().unwrap()).unwrap();
+        let location = azure_storage::CloudLocation::Custom {
+            account: "devstoreaccount1".into(),
+            uri: format!("http://127.0.0.1:{}/devstoreaccount1", self.port),
+        };
+        let client =
+            azure_storage_blobs::prelude::ClientBuilder::with_location(location, credentials)
+                .retry(azure_core::RetryOptions::none())
+                .container_client(container);
+        let status = |result: Result<(), azure_core::Error>| match result {
+            Ok(()) => Some(200),
+            Err(e) => match e.kind() {
+                azure_core::error::ErrorKind::HttpResponse { status, .. } => Some(*status as u16),
+                _ => None,
+            },
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let listed = match client.list_blobs().into_stream().next().await {
+                Some(Ok(_)) => Ok(()),
+                Some(Err(e)) => Err(e),
+                None => Ok(()),
+            };
+            let read = client.blob_client(blob).get_content().await.map(|_| ());
+            (status(listed), status(read))
+        })
     }
 
     /// The clips (`.mp4` blobs) in `container` with their bytes (empty when the container does not exist).
@@ -642,4 +733,143 @@ pub fn snapshot_facts(jpeg: &[u8]) -> SnapshotFacts {
 pub fn md5_base64(bytes: &[u8]) -> String {
     use md5::{Digest, Md5};
     azure_core::base64::encode(Md5::digest(bytes))
+}
+
+/// `GET path` from `addr` (host:port) with a 5 s timeout: the status code and the body. `None` when
+/// nothing answers.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// A sample's value in a Prometheus text exposition (`name` includes any `{labels}`); panics when absent.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+}
+
+/// One HTTP request as a [`HookReceiver`] got it.
+#[derive(Debug, Clone)]
+pub struct ReceivedRequest {
+    /// `POST /path?query HTTP/1.1`
+    pub line: String,
+    /// Header names in lowercase.
+    pub headers: HashMap<String, String>,
+    pub body: String,
+    /// The status it was answered with.
+    pub answered: u16,
+}
+
+/// A webhook receiver on 127.0.0.1: answers the first `failures` requests with 500, then 200, and keeps
+/// every request.
+pub struct HookReceiver {
+    pub port: u16,
+    requests: std::sync::Arc<Mutex<Vec<ReceivedRequest>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HookReceiver {
+    pub fn start(failures: usize) -> Self {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the hook receiver");
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (kept, stopped) = (requests.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                stream.set_nonblocking(false).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                let mut data = Vec::new();
+                let mut buffer = [0_u8; 4096];
+                // Headers, then as much body as Content-Length says.
+                let request = loop {
+                    let Ok(n) = stream.read(&mut buffer) else {
+                        break None;
+                    };
+                    if n == 0 {
+                        break None;
+                    }
+                    data.extend_from_slice(&buffer[..n]);
+                    let text = String::from_utf8_lossy(&data).to_string();
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                        continue;
+                    };
+                    let mut lines = head.lines();
+                    let line = lines.next().unwrap_or_default().to_string();
+                    let headers: HashMap<String, String> = lines
+                        .filter_map(|l| l.split_once(':'))
+                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                        .collect();
+                    let length: usize = headers
+                        .get("content-length")
+                        .and_then(|l| l.parse().ok())
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        break Some((line, headers, body.to_string()));
+                    }
+                };
+                let Some((line, headers, body)) = request else {
+                    continue;
+                };
+                let mut kept = kept.lock().unwrap();
+                let answered = if kept.len() < failures { 500 } else { 200 };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {answered} {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    if answered == 200 {
+                        "OK"
+                    } else {
+                        "Internal Server Error"
+                    }
+                );
+                kept.push(ReceivedRequest {
+                    line,
+                    headers,
+                    body,
+                    answered,
+                });
+            }
+        });
+        Self {
+            port,
+            requests,
+            stop,
+        }
+    }
+
+    pub fn requests(&self) -> Vec<ReceivedRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for HookReceiver {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
