@@ -8,7 +8,7 @@
 
 mod annotate;
 mod backlog;
-mod event;
+mod event_record;
 mod events;
 mod schedule;
 mod writer;
@@ -20,13 +20,13 @@ use opencv::core::MatTraitConst;
 use tracing::{error, info, warn};
 
 pub use annotate::{BOX_BGR, draw_boxes};
-pub use event::{EventRecord, MotionSample};
+pub use event_record::{EventRecord, MotionSample};
 pub use events::{ClipEvent, ClipObserver};
 pub use schedule::{ClipSchedule, FrameAction};
 pub use writer::{ClipWriter, WriterError};
 
 use backlog::Backlog;
-use event::{ClipSummary, EventTracker};
+use event_record::{ClipSummary, EventTracker};
 
 use crate::config::RecorderSettings;
 use crate::shutdown::Shutdown;
