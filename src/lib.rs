@@ -11,6 +11,7 @@ pub mod check;
 pub mod config;
 pub mod detect;
 pub mod health;
+pub mod memory;
 pub mod metrics;
 pub mod motion;
 pub mod pipeline;

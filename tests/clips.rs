@@ -36,13 +36,24 @@ fn seconds(record: &serde_json::Value, field: &str) -> f64 {
     record[field].as_f64().unwrap()
 }
 
-#[test]
-fn a_motion_clip_starts_with_the_pre_roll_and_ends_post_roll_after_the_motion() {
+/// A service with `settings` uploading to Azurite, whose camera starts moving `still_secs` after the
+/// service connected to it.
+fn motion_after(still_secs: u64, settings: &[(&str, &str)]) -> (Azurite, Camera, Service) {
     let azurite = Azurite::start();
     let mut camera = Camera::start(false);
-    let env = service_env(
-        &camera,
-        Some(&azurite),
+    let env = service_env(&camera, Some(&azurite), settings);
+    let service = Service::start(&[], &env);
+    service.wait_for("camera connected", 1, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(still_secs));
+    camera.set_motion(true);
+    (azurite, camera, service)
+}
+
+#[test]
+fn a_motion_clip_starts_with_the_pre_roll_and_ends_post_roll_after_the_motion() {
+    // Past the warm-up, with more than the pre-roll of still scene buffered.
+    let (azurite, mut camera, mut service) = motion_after(
+        5,
         &[
             ("RECORD_MODE", "motion"),
             ("PRE_ROLL", "2s"),
@@ -52,11 +63,6 @@ fn a_motion_clip_starts_with_the_pre_roll_and_ends_post_roll_after_the_motion() 
             ("RECORD_DURATION", "60s"),
         ],
     );
-    let mut service = Service::start(&[], &env);
-    service.wait_for("camera connected", 1, Duration::from_secs(20));
-    // Past the warm-up, with more than the pre-roll of still scene buffered.
-    std::thread::sleep(Duration::from_secs(5));
-    camera.set_motion(true);
     service.wait_for("motion: recording", 1, Duration::from_secs(20));
     std::thread::sleep(Duration::from_secs(3));
     camera.set_motion(false);
@@ -100,11 +106,8 @@ fn a_motion_clip_starts_with_the_pre_roll_and_ends_post_roll_after_the_motion() 
 
 #[test]
 fn motion_longer_than_max_clip_continues_in_the_next_clip_without_a_gap() {
-    let azurite = Azurite::start();
-    let mut camera = Camera::start(false);
-    let env = service_env(
-        &camera,
-        Some(&azurite),
+    let (azurite, mut camera, mut service) = motion_after(
+        2,
         &[
             ("RECORD_MODE", "motion"),
             ("PRE_ROLL", "1s"),
@@ -112,12 +115,6 @@ fn motion_longer_than_max_clip_continues_in_the_next_clip_without_a_gap() {
             ("MAX_CLIP", "4s"),
         ],
     );
-    let mut service = Service::start(&[], &env);
-    // Motion only after the background is learned: a box that moves during the warm-up becomes part of
-    // the background where it passed, and is seen again only as that fades.
-    service.wait_for("camera connected", 1, Duration::from_secs(20));
-    std::thread::sleep(Duration::from_secs(3));
-    camera.set_motion(true);
     service.wait_for("motion: recording", 3, Duration::from_secs(40));
     camera.set_motion(false);
     service.wait_for("clip recorded", 3, Duration::from_secs(30));

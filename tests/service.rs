@@ -269,19 +269,7 @@ fn a_wrong_account_key_keeps_clips_on_disk_and_says_why() {
 fn health_is_good_while_frames_arrive_and_bad_when_the_camera_or_the_service_is_gone() {
     let mut camera = Camera::start(false);
     let env = service_env(&camera, None, &[("HEALTH_MAX_FRAME_AGE", "4s")]);
-    let health = |service: &Service| {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_dachavideo"))
-            .arg("health")
-            .current_dir(service.dir.path())
-            .env_clear()
-            .envs(&env)
-            .output()
-            .expect("run dachavideo health");
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout).trim().to_string(),
-        )
-    };
+    let health = |service: &Service| dachavideo_health(service.dir.path(), &env);
     let mut service = Service::start(&[], &env);
     service.wait_for("camera connected", 1, Duration::from_secs(20));
     assert!(
@@ -534,19 +522,7 @@ fn healthz_and_dachavideo_health_follow_the_camera_over_http() {
     );
     // Run from an empty directory: no status file there, so a verdict can only come over HTTP.
     let elsewhere = tempfile::tempdir().unwrap();
-    let health = || {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_dachavideo"))
-            .arg("health")
-            .current_dir(elsewhere.path())
-            .env_clear()
-            .envs(&env)
-            .output()
-            .expect("run dachavideo health");
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout).trim().to_string(),
-        )
-    };
+    let health = || dachavideo_health(elsewhere.path(), &env);
     let mut service = Service::start(&[], &env);
     service.wait_for("camera connected", 1, Duration::from_secs(20));
     assert!(

@@ -530,6 +530,11 @@ pub fn run(mut recorder: Recorder, input: &Receiver<StreamEvent<Verdict>>, shutd
             }
         };
         let last = event.is_none();
+        // After a clip or a stream boundary many frames were just freed: give the pages back.
+        let mut frees_frames = matches!(
+            event,
+            Some(StreamEvent::Started(_) | StreamEvent::Ended { .. })
+        );
         let result = match event {
             Some(event) => recorder.handle(event),
             None => recorder.finish(),
@@ -538,9 +543,13 @@ pub fn run(mut recorder: Recorder, input: &Receiver<StreamEvent<Verdict>>, shutd
             Ok(Some(ready)) => {
                 log_clip(&ready);
                 recorder.notify(ClipEvent::Recorded(&ready));
+                frees_frames = true;
             }
             Ok(None) => {}
             Err(e) => error!(error = %e, "recording failed"),
+        }
+        if frees_frames {
+            crate::memory::return_free_memory();
         }
         if last {
             return;

@@ -737,6 +737,21 @@ pub fn md5_base64(bytes: &[u8]) -> String {
 
 /// `GET path` from `addr` (host:port) with a 5 s timeout: the status code and the body. `None` when
 /// nothing answers.
+/// Runs `dachavideo health` in `dir` with `env`: its exit code and its one line.
+pub fn dachavideo_health(dir: &Path, env: &HashMap<String, String>) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_dachavideo"))
+        .arg("health")
+        .current_dir(dir)
+        .env_clear()
+        .envs(env)
+        .output()
+        .expect("run dachavideo health");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).trim().to_string(),
+    )
+}
+
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).ok()?;
