@@ -534,12 +534,12 @@ fn healthz_and_dachavideo_health_follow_the_camera_over_http() {
     );
     // Run from an empty directory: no status file there, so a verdict can only come over HTTP.
     let elsewhere = tempfile::tempdir().unwrap();
-    let health = || {
+    let health = |env: &std::collections::HashMap<String, String>| {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_dachavideo"))
             .arg("health")
             .current_dir(elsewhere.path())
             .env_clear()
-            .envs(&env)
+            .envs(env)
             .output()
             .expect("run dachavideo health");
         (
@@ -565,9 +565,13 @@ fn healthz_and_dachavideo_health_follow_the_camera_over_http() {
             .contains("last camera frame"),
         "{body}"
     );
-    let (code, text) = health();
+    let (code, text) = health(&env);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.starts_with("healthy: last camera frame"), "{text}");
+    // METRICS_ADDR as compose has it (0.0.0.0): `health` asks this machine.
+    let mut any_address = env.clone();
+    any_address.insert("METRICS_ADDR".into(), addr.replace("127.0.0.1", "0.0.0.0"));
+    assert_eq!(health(&any_address).0, Some(0));
 
     camera.kill();
     let killed = Instant::now();
@@ -587,7 +591,7 @@ fn healthz_and_dachavideo_health_follow_the_camera_over_http() {
         body.contains("\"unhealthy\"") && body.contains("no frame from the camera"),
         "{body}"
     );
-    let (code, text) = health();
+    let (code, text) = health(&env);
     assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("unhealthy: no frame from the camera"),
@@ -595,7 +599,7 @@ fn healthz_and_dachavideo_health_follow_the_camera_over_http() {
     );
 
     service.stop_cleanly();
-    let (code, text) = health();
+    let (code, text) = health(&env);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("not running"), "{text}");
 }
