@@ -417,7 +417,7 @@ fn an_expired_container_sas_keeps_the_clip_on_disk_and_says_why() {
         &camera,
         None,
         &[
-            ("RECORD_DURATION", "4s"),
+            ("RECORD_DURATION", "5s"),
             ("AZ_CONTAINER_SAS_URL", &sas_url),
         ],
     );
@@ -711,10 +711,10 @@ fn a_webhook_that_is_down_holds_up_neither_clips_nor_the_stop() {
     let env = service_env(
         &camera,
         None,
-        &[("RECORD_DURATION", "4s"), ("EVENT_WEBHOOK_URL", &nobody)],
+        &[("RECORD_DURATION", "5s"), ("EVENT_WEBHOOK_URL", &nobody)],
     );
     let mut service = Service::start(&[], &env);
-    one_motion_clip(&mut camera, &service, 4);
+    one_motion_clip(&mut camera, &service, 5);
     let clips = walkdir::WalkDir::new(service.dir.path().join("clips"))
         .into_iter()
         .filter_map(Result::ok)
