@@ -405,7 +405,7 @@ fn an_expired_container_sas_keeps_the_clip_on_disk_and_says_why() {
         &camera,
         None,
         &[
-            ("RECORD_DURATION", "4s"),
+            ("RECORD_DURATION", "5s"),
             ("AZ_CONTAINER_SAS_URL", &sas_url),
         ],
     );
@@ -522,7 +522,8 @@ fn healthz_and_dachavideo_health_follow_the_camera_over_http() {
     );
     // Run from an empty directory: no status file there, so a verdict can only come over HTTP.
     let elsewhere = tempfile::tempdir().unwrap();
-    let health = || dachavideo_health(elsewhere.path(), &env);
+    let health =
+        |env: &std::collections::HashMap<String, String>| dachavideo_health(elsewhere.path(), env);
     let mut service = Service::start(&[], &env);
     service.wait_for("camera connected", 1, Duration::from_secs(20));
     assert!(
@@ -541,9 +542,13 @@ fn healthz_and_dachavideo_health_follow_the_camera_over_http() {
             .contains("last camera frame"),
         "{body}"
     );
-    let (code, text) = health();
+    let (code, text) = health(&env);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.starts_with("healthy: last camera frame"), "{text}");
+    // METRICS_ADDR as compose has it (0.0.0.0): `health` asks this machine.
+    let mut any_address = env.clone();
+    any_address.insert("METRICS_ADDR".into(), addr.replace("127.0.0.1", "0.0.0.0"));
+    assert_eq!(health(&any_address).0, Some(0));
 
     camera.kill();
     let killed = Instant::now();
@@ -563,7 +568,7 @@ fn healthz_and_dachavideo_health_follow_the_camera_over_http() {
         body.contains("\"unhealthy\"") && body.contains("no frame from the camera"),
         "{body}"
     );
-    let (code, text) = health();
+    let (code, text) = health(&env);
     assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("unhealthy: no frame from the camera"),
@@ -571,7 +576,7 @@ fn healthz_and_dachavideo_health_follow_the_camera_over_http() {
     );
 
     service.stop_cleanly();
-    let (code, text) = health();
+    let (code, text) = health(&env);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("not running"), "{text}");
 }
@@ -683,10 +688,10 @@ fn a_webhook_that_is_down_holds_up_neither_clips_nor_the_stop() {
     let env = service_env(
         &camera,
         None,
-        &[("RECORD_DURATION", "4s"), ("EVENT_WEBHOOK_URL", &nobody)],
+        &[("RECORD_DURATION", "5s"), ("EVENT_WEBHOOK_URL", &nobody)],
     );
     let mut service = Service::start(&[], &env);
-    one_motion_clip(&mut camera, &service, 4);
+    one_motion_clip(&mut camera, &service, 5);
     let clips = walkdir::WalkDir::new(service.dir.path().join("clips"))
         .into_iter()
         .filter_map(Result::ok)

@@ -93,9 +93,10 @@ impl AzureSink {
         &self.container
     }
 
-    /// Creates the container unless it exists; returns whether it was created.
+    /// Creates the container unless it exists; returns whether it was created. Never with a container SAS:
+    /// it cannot create containers, and the container must exist already.
     async fn ensure_container(&self) -> Result<bool, UploadError> {
-        if self.container_ready.load(Ordering::Relaxed) {
+        if self.with_sas || self.container_ready.load(Ordering::Relaxed) {
             return Ok(false);
         }
         let created = match timed(self.container.create().into_future()).await {
@@ -110,9 +111,7 @@ impl AzureSink {
 
 impl ClipSink for AzureSink {
     async fn upload(&self, clip: &SpooledClip, meta: &ClipMeta) -> Result<(), UploadError> {
-        if !self.with_sas {
-            self.ensure_container().await?;
-        }
+        self.ensure_container().await?;
         let blob = self.container.blob_client(clip.blob_name.clone());
         let mut file = tokio::fs::File::open(&clip.path).await?;
         let mut whole_file = Md5::new();
