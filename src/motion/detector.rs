@@ -10,12 +10,15 @@ use crate::stream::StreamInfo;
 
 /// Height of the frame the detector works on (Frigate uses 100-180 px); larger frames are reduced to it.
 const DETECTION_HEIGHT: i32 = 180;
-/// Frames after a (re)connect that only train the background, at least this many, or a second's worth.
-const MIN_WARMUP_FRAMES: u32 = 10;
-/// MOG2's history, in frames; after warm-up the model learns at 1/HISTORY per frame. (MOG2's automatic rate
-/// is 1/n for the first HISTORY frames, which absorbs a moving object into the background within a couple
-/// of frames for the first half-minute; the fixed rate is its steady state from the start.)
-const HISTORY: i32 = 500;
+/// After a (re)connect the background is only trained, for this long (and at least `MIN_WARMUP_FRAMES`).
+const WARMUP_SECONDS: f64 = 1.0;
+const MIN_WARMUP_FRAMES: u32 = 5;
+/// The background model's memory: after warm-up it learns at 1 / (HISTORY_SECONDS x fps) per analysed
+/// frame, so its time constants in seconds do not depend on how many frames a second it sees. 33 s is the
+/// original service's 500 frames at 15 fps; a stopped object stays "motion" for about a tenth of it.
+/// (MOG2's automatic rate is 1/n for the first frames, which absorbs a moving object into the background
+/// within a couple of frames for the first half-minute; the fixed rate is its steady state from the start.)
+const HISTORY_SECONDS: f64 = 500.0 / 15.0;
 /// When more than this share of the frame changes at once, it is the light (a lamp, the sun behind a
 /// cloud, the camera's IR switch), not something moving: the background is learned afresh.
 const LIGHTING_CHANGE_SHARE: f64 = 0.5;
@@ -28,6 +31,8 @@ pub struct MotionDetector {
     min_area_scaled: f64,
     warmup_left: u32,
     warmup_frames: u32,
+    /// MOG2's history in analysed frames; the steady learning rate is its inverse.
+    history: i32,
     /// Times the background was learned afresh after a lighting change.
     pub lighting_changes: u64,
     /// `MOTION_MASK` at the detection size: 255 where motion is ignored.
@@ -41,8 +46,11 @@ pub struct MotionDetector {
 }
 
 impl MotionDetector {
+    /// A detector for frames of `info.size` handed to `detect` at `info.fps` frames a second.
     pub fn new(settings: &MotionSettings, info: StreamInfo) -> opencv::Result<Self> {
         let full = info.size;
+        let history = ((HISTORY_SECONDS * info.fps).round() as i32).max(1);
+        let warmup_frames = MIN_WARMUP_FRAMES.max((WARMUP_SECONDS * info.fps).round() as u32);
         let scale = if full.height > DETECTION_HEIGHT {
             f64::from(full.height) / f64::from(DETECTION_HEIGHT)
         } else {
@@ -59,12 +67,13 @@ impl MotionDetector {
             unmasked_pixels -= f64::from(core::count_non_zero(ignored)?);
         }
         Ok(Self {
-            subtractor: video::create_background_subtractor_mog2(HISTORY, 16.0, false)?,
+            subtractor: video::create_background_subtractor_mog2(history, 16.0, false)?,
             scale,
             detection_size,
             min_area_scaled: settings.min_area / (scale * scale),
-            warmup_left: MIN_WARMUP_FRAMES.max(info.fps.round() as u32),
-            warmup_frames: MIN_WARMUP_FRAMES.max(info.fps.round() as u32),
+            warmup_left: warmup_frames,
+            warmup_frames,
+            history,
             lighting_changes: 0,
             ignored,
             unmasked_pixels,
@@ -86,7 +95,7 @@ impl MotionDetector {
         let learning_rate = if self.warming_up() {
             -1.0
         } else {
-            1.0 / f64::from(HISTORY)
+            1.0 / f64::from(self.history)
         };
         self.warmup_left = self.warmup_left.saturating_sub(1);
         if self.scale > 1.0 {
@@ -164,7 +173,7 @@ impl MotionDetector {
 
     /// Drops the background model and learns it again from the current frame on, as after a reconnect.
     fn relearn(&mut self) -> opencv::Result<()> {
-        self.subtractor = video::create_background_subtractor_mog2(HISTORY, 16.0, false)?;
+        self.subtractor = video::create_background_subtractor_mog2(self.history, 16.0, false)?;
         video::BackgroundSubtractorMOG2Trait::apply(
             &mut self.subtractor,
             &self.gray,
