@@ -10,15 +10,16 @@ use crate::stream::StreamInfo;
 
 /// Height of the frame the detector works on (Frigate uses 100-180 px); larger frames are reduced to it.
 const DETECTION_HEIGHT: i32 = 180;
-/// Frames after a (re)connect that only train the background, at least this many, or a second's worth.
-/// The background starts as their per-pixel median, so something that moves through them does not
+/// After a (re)connect the background is only trained, for this long (and at least `MIN_WARMUP_FRAMES`).
+/// It starts as the per-pixel median of those frames, so something that moves through them does not
 /// become part of it (MOG2 fed those frames directly keeps the mover as a second background mode, and
 /// is blind along its path for half a minute).
-const MIN_WARMUP_FRAMES: u32 = 10;
-/// MOG2's history, in frames; after warm-up the model learns at 1/HISTORY per frame. (MOG2's automatic rate
-/// is 1/n for the first HISTORY frames, which absorbs a moving object into the background within a couple
-/// of frames for the first half-minute; the fixed rate is its steady state from the start.)
-const HISTORY: i32 = 500;
+const WARMUP_SECONDS: f64 = 1.0;
+const MIN_WARMUP_FRAMES: u32 = 5;
+/// The background model's memory: after warm-up it learns at 1 / (HISTORY_SECONDS x fps) per analysed
+/// frame, so its time constants in seconds do not depend on how many frames a second it sees. 33 s is the
+/// original service's 500 frames at 15 fps; a stopped object stays "motion" for about a tenth of it.
+const HISTORY_SECONDS: f64 = 500.0 / 15.0;
 /// When more than this share of the frame changes at once, it is the light (a lamp, the sun behind a
 /// cloud, the camera's IR switch), not something moving: the background is learned afresh.
 const LIGHTING_CHANGE_SHARE: f64 = 0.5;
@@ -31,6 +32,8 @@ pub struct MotionDetector {
     min_area_scaled: f64,
     warmup_left: u32,
     warmup_frames: u32,
+    /// MOG2's history in analysed frames; the steady learning rate is its inverse.
+    history: i32,
     /// Times the background was learned afresh after a lighting change.
     pub lighting_changes: u64,
     /// The reduced gray frames of the warm-up so far.
@@ -46,8 +49,11 @@ pub struct MotionDetector {
 }
 
 impl MotionDetector {
+    /// A detector for frames of `info.size` handed to `detect` at `info.fps` frames a second.
     pub fn new(settings: &MotionSettings, info: StreamInfo) -> opencv::Result<Self> {
         let full = info.size;
+        let history = ((HISTORY_SECONDS * info.fps).round() as i32).max(1);
+        let warmup_frames = MIN_WARMUP_FRAMES.max((WARMUP_SECONDS * info.fps).round() as u32);
         let scale = if full.height > DETECTION_HEIGHT {
             f64::from(full.height) / f64::from(DETECTION_HEIGHT)
         } else {
@@ -64,12 +70,13 @@ impl MotionDetector {
             unmasked_pixels -= f64::from(core::count_non_zero(ignored)?);
         }
         Ok(Self {
-            subtractor: video::create_background_subtractor_mog2(HISTORY, 16.0, false)?,
+            subtractor: video::create_background_subtractor_mog2(history, 16.0, false)?,
             scale,
             detection_size,
             min_area_scaled: settings.min_area / (scale * scale),
-            warmup_left: MIN_WARMUP_FRAMES.max(info.fps.round() as u32),
-            warmup_frames: MIN_WARMUP_FRAMES.max(info.fps.round() as u32),
+            warmup_left: warmup_frames,
+            warmup_frames,
+            history,
             lighting_changes: 0,
             warmup_grays: Vec::new(),
             ignored,
@@ -101,7 +108,7 @@ impl MotionDetector {
             &mut self.subtractor,
             &self.gray,
             &mut self.mask,
-            1.0 / f64::from(HISTORY),
+            1.0 / f64::from(self.history),
         )?;
         if let Some(ignored) = &self.ignored {
             // Masked parts never count: not as motion, not towards the lighting guard's share.
@@ -152,7 +159,7 @@ impl MotionDetector {
                 }
             }
         }
-        self.subtractor = video::create_background_subtractor_mog2(HISTORY, 16.0, false)?;
+        self.subtractor = video::create_background_subtractor_mog2(self.history, 16.0, false)?;
         // The first frame a fresh model sees becomes its background, at full weight.
         video::BackgroundSubtractorMOG2Trait::apply(
             &mut self.subtractor,
