@@ -96,8 +96,12 @@ AZ_PORT=$(free_port "$low" "$high")
 start_azurite "$WORK/azurite" "$AZ_PORT"
 CAM_PORT=$(free_port "$((AZ_PORT + 1))" "$high")
 start_camera "$CAM_PORT" "$WORK/camera.log"
+# METRICS_ADDR on a free loopback port (host networking: compose.yaml's 0.0.0.0:9090 might be taken); the
+# container's health check then goes through /healthz.
+METRICS_PORT=$(free_port "$((CAM_PORT + 1))" "$high")
 ENV_FILE_QUOTED=1 write_env_file "$WORK/.env" "$CAM_PORT" CAMERA_NAME=container-test AZ_CONTAINER_NAME=container-test \
-  RECORD_DURATION=6s RECONNECT_INTERVAL=2s CAMERA_READ_TIMEOUT=3s HEALTH_MAX_FRAME_AGE=8s
+  RECORD_DURATION=6s RECONNECT_INTERVAL=2s CAMERA_READ_TIMEOUT=3s HEALTH_MAX_FRAME_AGE=8s \
+  METRICS_ADDR="127.0.0.1:$METRICS_PORT"
 podman system service --time=0 "unix://$SOCK" > "$WORK/podman-service.log" 2>&1 &
 PODMAN_SERVICE=$!
 wait_for 30 "podman's API socket answers" podman --url "unix://$SOCK" version

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --release --locked
-BIN=target/release/dachavideo
+BIN=${CARGO_TARGET_DIR:-target}/release/dachavideo
 
 DEMO=.demo
 rm -rf "$DEMO" && mkdir -p "$DEMO/azurite"
@@ -64,3 +64,10 @@ echo "      at http://127.0.0.1:$AZ_PORT/devstoreaccount1/$AZ_CONTAINER_NAME/$CL
 echo "      downloaded back to $LOCAL:" \
   "$(ffprobe -v error -count_frames -select_streams v:0 -show_entries stream=codec_name,width,height,nb_read_frames,avg_frame_rate -of csv=p=0 "$LOCAL")"
 echo "      (codec, width, height, frame rate, frames). Play it in a browser or with ffplay."
+# The snapshot and the event record went up beside the clip.
+for extra in "${CLIP%.mp4}.jpg" "${CLIP%.mp4}.json"; do
+  cargo run --quiet --release --locked --example fetch_clip -- "$extra" "$DEMO/downloaded/$(basename "$extra")"
+done
+echo "      beside it: $(basename "${CLIP%.mp4}.jpg") ($(stat -c %s "$DEMO/downloaded/$(basename "${CLIP%.mp4}.jpg")") bytes," \
+  "the frame with the most motion) and the event record $(basename "${CLIP%.mp4}.json"):"
+head -c 600 "$DEMO/downloaded/$(basename "${CLIP%.mp4}.json")"; echo " ..."
