@@ -2,19 +2,30 @@
 # The performance benchmark (issue: detection close to free beyond decoding). Prints, for 720p15 and
 # 1080p30 H.264 videos with a moving object, a still scene and a still scene with a sudden brightness
 # change: decode only, decode + detection, decode + detection + encoding, each in its own process (CPU
-# seconds, ratios to decode only, peak resident memory), detection accuracy per second against the known
-# ground truth, and whether the service keeps up with a 1080p30 RTSP camera in real time.
-#   BENCH_SMOKE=1   short videos, no RTSP part (CI runs this; no thresholds)
-#   BENCH_PERF=1    also count instructions with `perf stat` (installs linux-perf) where the kernel allows
+# seconds, ratios to decode only, peak resident memory, clip size), detection accuracy per second against
+# the known ground truth, and whether the service keeps up with a 1080p30 RTSP camera in real time.
+#   BENCH_SMOKE=1      short videos, no RTSP part (CI runs this; no thresholds)
+#   BENCH_REPEAT=N     run every measurement N times; the table shows the least CPU time and the spread
+#   BENCH_CALLGRIND=1  also count instructions per frame with valgrind's callgrind (all threads; a
+#                      1-frame run of the same size is subtracted, so start-up does not count). Slow
+#                      (about 50x): use it with BENCH_SMOKE=1. The way to judge a change on a busy machine.
+#   BENCH_PERF=1       count instructions with `perf stat` instead (installs linux-perf) where the kernel
+#                      allows it (not in most VMs)
+#   BENCH_BIN=path     measure this binary instead of building one (compare two builds side by side)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh >/dev/null
-# The host's triple, as scripts/container-test.sh builds it: one release build serves both.
-TRIPLE=$(rustc -vV | sed -n 's/^host: //p')
-cargo build --release --locked --quiet --target "$TRIPLE"
-BIN=$PWD/target/$TRIPLE/release/dachavideo
+if [ -n "${BENCH_BIN:-}" ]; then
+  BIN=$(realpath "$BENCH_BIN")
+else
+  bash scripts/setup.sh >/dev/null
+  # The host's triple, as scripts/container-test.sh builds it: one release build serves both.
+  TRIPLE=$(rustc -vV | sed -n 's/^host: //p')
+  cargo build --release --locked --quiet --target "$TRIPLE"
+  BIN=${CARGO_TARGET_DIR:-$PWD/target}/$TRIPLE/release/dachavideo
+fi
 OUT=target/bench
 mkdir -p "$OUT"
+REPEAT=${BENCH_REPEAT:-1}
 
 if [ "${BENCH_SMOKE:-}" = 1 ]; then DURATION=6; M1=2; M2=4; else DURATION=20; M1=5; M2=15; fi
 # Ground truth: the box crosses the frame during [M1, M1+5) and [M2, M2+5) seconds (clipped to DURATION).
@@ -36,25 +47,45 @@ make_video() { # name width height fps kind
   echo "$out"
 }
 
-PERF=""
-if [ "${BENCH_PERF:-}" = 1 ]; then
+COUNT=""
+if [ "${BENCH_CALLGRIND:-}" = 1 ]; then
+  if command -v valgrind >/dev/null; then COUNT=callgrind; else echo "bench: valgrind is not installed"; fi
+elif [ "${BENCH_PERF:-}" = 1 ]; then
   command -v perf >/dev/null || apt-get install -y -qq linux-perf >/dev/null 2>&1 || true
-  if perf stat -e instructions true >/dev/null 2>&1; then PERF=1; else echo "bench: perf cannot count instructions here"; fi
+  if perf stat -x, -e instructions true 2>&1 | grep -q '^[0-9]'; then COUNT=perf; else echo "bench: perf cannot count instructions here"; fi
 fi
+# Instructions of one run (all threads).
+instructions() { # mode video
+  case $COUNT in
+    callgrind) valgrind --tool=callgrind --callgrind-out-file=/dev/null "$BIN" bench "$1" "$2" 2>&1 >/dev/null \
+                 | awk '/Collected/ {print $4}' ;;
+    perf) perf stat -x, -e instructions -- "$BIN" bench "$1" "$2" 2>&1 >/dev/null | awk -F, '/instructions/ {print $1}' ;;
+  esac
+}
+one_frame() { # name width height fps: the start-up cost of a run, to subtract
+  local out="$OUT/$1-1frame.mp4"
+  [ -f "$out" ] || ffmpeg -v error -y -f lavfi -i "smptebars=size=$2x$3:rate=$4" -frames:v 1 -c:v libx264 -preset veryfast "$out"
+  echo "$out"
+}
 
 RESULTS="$OUT/results.jsonl"
 : > "$RESULTS"
 for spec in "720p15 1280 720 15" "1080p30 1920 1080 30"; do
   set -- $spec
+  startup=$(one_frame "$1" "$2" "$3" "$4")
   for kind in motion still lighting; do
     video=$(make_video "$1-$kind" "$2" "$3" "$4" "$kind")
     for mode in decode detect record; do
-      line=$("$BIN" bench "$mode" "$video" 2>/dev/null)
-      instructions=null
-      if [ -n "$PERF" ]; then
-        instructions=$(perf stat -x, -e instructions -- "$BIN" bench "$mode" "$video" 2>&1 >/dev/null | awk -F, '/instructions/ {print $1}')
-      fi
-      echo "{\"resolution\":\"$1\",\"kind\":\"$kind\",\"instructions\":${instructions:-null},\"report\":$line}" >> "$RESULTS"
+      for run in $(seq "$REPEAT"); do
+        line=$("$BIN" bench "$mode" "$video" 2>/dev/null)
+        per_frame=null
+        if [ -n "$COUNT" ] && [ "$run" = 1 ] && [ "$kind" != lighting ]; then
+          total=$(instructions "$mode" "$video"); base=$(instructions "$mode" "$startup")
+          frames=$(echo "$line" | sed -n 's/.*"frames":\([0-9]*\).*/\1/p')
+          per_frame=$(( (total - base) / (frames - 1) ))
+        fi
+        echo "{\"resolution\":\"$1\",\"kind\":\"$kind\",\"run\":$run,\"instructions_per_frame\":$per_frame,\"report\":$line}" >> "$RESULTS"
+      done
     done
   done
 done
@@ -101,13 +132,19 @@ import json, sys
 path, duration, m1, m2 = sys.argv[1], *map(int, sys.argv[2:])
 rows = [json.loads(l) for l in open(path)]
 truth_motion = {s for s in range(duration) if m1 <= s < m1 + 5 or m2 <= s < m2 + 5}
-print(f"{'video':<18}{'mode':<8}{'frames':>7}{'fps':>8}{'cpu s':>8}{'x decode':>10}{'peak MiB':>10}{'instr (M)':>11}  detection")
+print(f"{'video':<18}{'mode':<8}{'frames':>7}{'cpu s':>7}{'spread':>7}{'x decode':>9}{'M instr/f':>10}"
+      f"{'x decode':>9}{'peak MiB':>9}{'MB/min':>7}  detection")
 for res in ("720p15", "1080p30"):
     for kind in ("motion", "still", "lighting"):
-        group = {r["report"]["mode"]: r for r in rows if r["resolution"] == res and r["kind"] == kind}
-        base = group["decode"]["report"]["cpu_seconds"]
+        runs = {m: [r for r in rows if r["resolution"] == res and r["kind"] == kind and r["report"]["mode"] == m]
+                for m in ("decode", "detect", "record")}
+        cpu = {m: min(r["report"]["cpu_seconds"] for r in rs) for m, rs in runs.items()}
+        instr = {m: next((r["instructions_per_frame"] for r in rs if r["instructions_per_frame"]), None)
+                 for m, rs in runs.items()}
         for mode in ("decode", "detect", "record"):
-            r = group[mode]; rep = r["report"]
+            rs = runs[mode]; rep = rs[0]["report"]
+            cpus = [r["report"]["cpu_seconds"] for r in rs]
+            spread = f"{(max(cpus) - min(cpus)) / min(cpus):.0%}" if len(cpus) > 1 else "-"
             found = set(rep["motion_seconds"])
             if mode == "decode":
                 accuracy = ""
@@ -117,9 +154,12 @@ for res in ("720p15", "1080p30"):
                 accuracy = f"motion found in {hit:.0%} of moving seconds, {false:.0%} of still ones"
             else:
                 accuracy = f"motion in {len(found) / duration:.0%} of still seconds"
-            instr = f"{r['instructions'] / 1e6:.0f}" if r["instructions"] else "-"
-            print(f"{res + ' ' + kind:<18}{mode:<8}{rep['frames']:>7}{rep['frames_per_second']:>8.0f}"
-                  f"{rep['cpu_seconds']:>8.2f}{rep['cpu_seconds'] / base:>10.2f}{rep['peak_rss_mib']:>10.0f}{instr:>11}  {accuracy}")
+            i, i0 = instr[mode], instr["decode"]
+            instr_cols = f"{i / 1e6:>10.1f}{i / i0:>9.2f}" if i and i0 else f"{'-':>10}{'-':>9}"
+            mb_min = f"{rep['clip_bytes'] / 1e6 / (rep['frames'] / rep['fps'] / 60):>7.1f}" if rep.get("clip_bytes") else f"{'-':>7}"
+            print(f"{res + ' ' + kind:<18}{mode:<8}{rep['frames']:>7}{cpu[mode]:>7.2f}{spread:>7}"
+                  f"{cpu[mode] / cpu['decode']:>9.2f}{instr_cols}"
+                  f"{max(r['report']['peak_rss_mib'] for r in rs):>9.0f}{mb_min}  {accuracy}")
 PY
 [ -n "$RTSP_LINE" ] && echo "$RTSP_LINE"
 echo "bench: raw results in $RESULTS"

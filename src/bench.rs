@@ -43,6 +43,8 @@ pub struct BenchReport {
     pub peak_rss_mib: f64,
     /// Whole seconds of the video in which motion was found (detect and record modes).
     pub motion_seconds: Vec<u64>,
+    /// Size of the encoded clip (record mode).
+    pub clip_bytes: Option<u64>,
 }
 
 pub fn run(mode: BenchMode, video: &Path, motion: MotionSettings) -> anyhow::Result<BenchReport> {
@@ -53,12 +55,9 @@ pub fn run(mode: BenchMode, video: &Path, motion: MotionSettings) -> anyhow::Res
     }
     let info = stream_info(&capture)?;
     let scratch = tempfile::tempdir().context("a scratch folder for the encoded clip")?;
+    let clip = scratch.path().join("bench.mp4");
     let mut writer = match mode {
-        BenchMode::Record => Some(ClipWriter::create(
-            &scratch.path().join("bench.mp4"),
-            info.size,
-            info.fps,
-        )?),
+        BenchMode::Record => Some(ClipWriter::create(&clip, info.size, info.fps)?),
         _ => None,
     };
     let mut stage = MotionStage::new(motion);
@@ -98,8 +97,10 @@ pub fn run(mode: BenchMode, video: &Path, motion: MotionSettings) -> anyhow::Res
             }
         }
     }
+    let mut clip_bytes = None;
     if let Some(writer) = writer {
         writer.finish()?;
+        clip_bytes = Some(std::fs::metadata(&clip).context("the encoded clip")?.len());
     }
     let wall_seconds = started.elapsed().as_secs_f64();
     Ok(BenchReport {
@@ -114,6 +115,7 @@ pub fn run(mode: BenchMode, video: &Path, motion: MotionSettings) -> anyhow::Res
         frames_per_second: frames as f64 / wall_seconds,
         peak_rss_mib: peak_rss_kib() as f64 / 1024.0,
         motion_seconds,
+        clip_bytes,
     })
 }
 
