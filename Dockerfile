@@ -30,8 +30,8 @@ FROM ${DEBIAN_IMAGE}
 # - OpenCV: the four libraries the binary links (objdump -p: NEEDED); they bring FFmpeg for RTSP. Their core
 #   links libGLX (OpenGL interop), whose package depends on Mesa's GPU drivers and LLVM (160 MB) that a headless
 #   service never loads: an empty package providing libglx-mesa0 stands in for them.
-# - GStreamer, for the clip writer appsrc ! videoconvert ! x264enc ! h264parse ! mp4mux ! filesink: -base
-#   (appsrc, videoconvert) and -ugly (x264enc) as packages; mp4mux and h264parse are two plugins out of -good
+# - GStreamer, for the clip writer appsrc ! rawvideoparse ! x264enc ! h264parse ! mp4mux ! filesink: -base
+#   (appsrc, rawvideoparse) and -ugly (x264enc) as packages; mp4mux and h264parse are two plugins out of -good
 #   and -bad, whose other plugins pull GTK, Qt and more (175 MB), so only those two files (and h264parse's
 #   codec parser library) are taken from the same packages, at the same versions.
 # Versions are not pinned: every image build takes bookworm's current (security) updates.
