@@ -351,14 +351,14 @@ fn signature_forms(sas_url: &str) -> [String; 2] {
     [raw, decoded]
 }
 
-#[test]
-fn a_create_write_container_sas_uploads_the_clip_and_can_neither_list_nor_read() {
+/// A service recording 5 s clips from a moving camera to Azurite with only a create/write container SAS
+/// that expires `expires_in` from now (negative: expired).
+fn service_with_a_cw_sas(expires_in: time::Duration) -> (Azurite, Camera, String, Service) {
     let azurite = Azurite::start();
     azurite.create_container(CONTAINER);
-    let expiry = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+    let expiry = time::OffsetDateTime::now_utc() + expires_in;
     let sas_url = azurite.container_sas_url(CONTAINER, "cw", expiry);
-    assert!(sas_url.contains("sp=cw"), "{sas_url}");
-    let mut camera = Camera::start(true);
+    let camera = Camera::start(true);
     let env = service_env(
         &camera,
         None,
@@ -367,7 +367,15 @@ fn a_create_write_container_sas_uploads_the_clip_and_can_neither_list_nor_read()
             ("AZ_CONTAINER_SAS_URL", &sas_url),
         ],
     );
-    let mut service = Service::start(&[], &env);
+    let service = Service::start(&[], &env);
+    (azurite, camera, sas_url, service)
+}
+
+#[test]
+fn a_create_write_container_sas_uploads_the_clip_and_can_neither_list_nor_read() {
+    let (azurite, mut camera, sas_url, mut service) =
+        service_with_a_cw_sas(time::Duration::days(30));
+    assert!(sas_url.contains("sp=cw"), "{sas_url}");
     one_motion_clip(&mut camera, &service, 5);
 
     let blobs = azurite.blobs(CONTAINER);
@@ -396,20 +404,8 @@ fn a_create_write_container_sas_uploads_the_clip_and_can_neither_list_nor_read()
 
 #[test]
 fn an_expired_container_sas_keeps_the_clip_on_disk_and_says_why() {
-    let azurite = Azurite::start();
-    azurite.create_container(CONTAINER);
-    let expiry = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
-    let sas_url = azurite.container_sas_url(CONTAINER, "cw", expiry);
-    let mut camera = Camera::start(true);
-    let env = service_env(
-        &camera,
-        None,
-        &[
-            ("RECORD_DURATION", "5s"),
-            ("AZ_CONTAINER_SAS_URL", &sas_url),
-        ],
-    );
-    let mut service = Service::start(&[], &env);
+    let (azurite, mut camera, sas_url, mut service) =
+        service_with_a_cw_sas(-time::Duration::hours(1));
     service.wait_for("motion: recording", 1, Duration::from_secs(30));
     camera.set_motion(false);
     service.wait_for("upload failed", 1, Duration::from_secs(20));
