@@ -41,6 +41,8 @@ pub struct BenchReport {
     pub cpu_seconds: f64,
     pub frames_per_second: f64,
     pub peak_rss_mib: f64,
+    /// Minor page faults of the run (fresh pages touched: what a freshly mapped frame buffer costs).
+    pub minor_faults: u64,
     /// Whole seconds of the video in which motion was found (detect and record modes).
     pub motion_seconds: Vec<u64>,
     /// Size of the encoded clip (record mode).
@@ -63,6 +65,7 @@ pub fn run(mode: BenchMode, video: &Path, motion: MotionSettings) -> anyhow::Res
     let mut stage = MotionStage::new(motion);
     let mut motion_seconds = Vec::new();
     let cpu_before = cpu_seconds();
+    let faults_before = minor_faults();
     let started = Instant::now();
     if mode != BenchMode::Decode {
         stage.handle(StreamEvent::Started(info))?;
@@ -114,6 +117,7 @@ pub fn run(mode: BenchMode, video: &Path, motion: MotionSettings) -> anyhow::Res
         cpu_seconds: cpu_seconds() - cpu_before,
         frames_per_second: frames as f64 / wall_seconds,
         peak_rss_mib: peak_rss_kib() as f64 / 1024.0,
+        minor_faults: minor_faults() - faults_before,
         motion_seconds,
         clip_bytes,
     })
@@ -130,6 +134,11 @@ fn cpu_seconds() -> f64 {
 #[allow(clippy::unnecessary_cast)]
 fn peak_rss_kib() -> i64 {
     rusage().ru_maxrss as i64
+}
+
+#[allow(clippy::unnecessary_cast)]
+fn minor_faults() -> u64 {
+    rusage().ru_minflt as u64
 }
 
 fn rusage() -> libc::rusage {

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    dachavideo::memory::limit_malloc_arenas();
+    dachavideo::memory::tune_allocator();
     // Before any thread exists (set_var is not thread-safe): TCP and a short probe for RTSP, unless the
     // user chose other FFmpeg options.
     if std::env::var_os("OPENCV_FFMPEG_CAPTURE_OPTIONS").is_none() {
