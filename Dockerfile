@@ -27,13 +27,15 @@ RUN case "${TARGETARCH}/${TARGETVARIANT}" in \
 
 FROM ${DEBIAN_IMAGE}
 # Runtime libraries, and nothing the binary never loads (the image was 792 MB with the plain packages):
-# - OpenCV: the four libraries the binary links (objdump -p: NEEDED); they bring FFmpeg for RTSP. Their core
+# - OpenCV: the four libraries the binary links (objdump -p: NEEDED). Their core
 #   links libGLX (OpenGL interop), whose package depends on Mesa's GPU drivers and LLVM (160 MB) that a headless
 #   service never loads: an empty package providing libglx-mesa0 stands in for them.
-# - GStreamer, for the clip writer appsrc ! rawvideoparse ! x264enc ! h264parse ! mp4mux ! filesink: -base
-#   (appsrc, rawvideoparse) and -ugly (x264enc) as packages; mp4mux and h264parse are two plugins out of -good
-#   and -bad, whose other plugins pull GTK, Qt and more (175 MB), so only those two files (and h264parse's
-#   codec parser library) are taken from the same packages, at the same versions.
+# - GStreamer, for the camera rtspsrc ! decodebin (avdec_h264/h265) ! videoconvert ! appsink and the clip
+#   writer appsrc ! rawvideoparse ! x264enc ! h264parse ! mp4mux ! filesink: -base (decodebin, appsrc,
+#   appsink, videoconvert, rawvideoparse), -libav (the decoders) and -ugly (x264enc) as packages; rtspsrc
+#   with its RTP plugins, mp4mux and h264parse are plugins out of -good and -bad, whose other plugins pull
+#   GTK, Qt and more (175 MB), so only those files (and h264parse's codec parser library) are taken from the
+#   same packages, at the same versions.
 # Versions are not pinned: every image build takes bookworm's current (security) updates.
 # hadolint ignore=DL3003,DL3008
 RUN set -eu \
@@ -46,12 +48,14 @@ RUN set -eu \
  && apt-get update \
  && apt-get install -y --no-install-recommends \
       libopencv-core406 libopencv-imgproc406 libopencv-video406 libopencv-videoio406 \
-      gstreamer1.0-plugins-base gstreamer1.0-plugins-ugly \
+      gstreamer1.0-plugins-base gstreamer1.0-plugins-ugly gstreamer1.0-libav \
  && chown _apt /tmp/debs && cd /tmp/debs \
  && apt-get download gstreamer1.0-plugins-good gstreamer1.0-plugins-bad libgstreamer-plugins-bad1.0-0 \
  && for deb in ./*.deb; do dpkg-deb -x "$deb" /tmp/debs/root; done \
  && plugins=$(dirname /usr/lib/*/gstreamer-1.0/libgstapp.so) && libs=$(dirname "$plugins") \
- && cp "/tmp/debs/root$plugins/libgstisomp4.so" "/tmp/debs/root$plugins/libgstvideoparsersbad.so" "$plugins/" \
+ && for plugin in isomp4 videoparsersbad rtsp rtpmanager rtp udp; do \
+      cp "/tmp/debs/root$plugins/libgst$plugin.so" "$plugins/"; \
+    done \
  && cp -P "/tmp/debs/root$libs"/libgstcodecparsers-1.0.so.0* "$libs/" \
  && ldconfig \
  && rm -rf /tmp/headless /tmp/headless.deb /tmp/debs /var/lib/apt/lists/* /var/cache/debconf/*-old \

@@ -2,23 +2,25 @@
 //! process (CPU seconds from getrusage, so every thread counts; peak resident memory). `scripts/bench.sh`
 //! runs each mode in its own process, side by side, and prints the ratios (docs/PERFORMANCE.md).
 //!
-//! Modes: `decode` (read every frame, nothing else: the floor), `detect` (decode + motion detection: the
-//! cost while nothing happens), `record` (decode + detection + boxes + H.264 encoding of every frame: the
-//! cost while recording).
+//! Modes: `decode` (OpenCV reads every frame, nothing else: the floor the ratios are taken against),
+//! `detect` (the service's decoding, GStreamer to I420, + motion detection: the cost while nothing
+//! happens), `record` (decode + detection + boxes + H.264 encoding of every frame: the cost while
+//! recording).
 
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use opencv::core::{Mat, Size};
 use opencv::prelude::*;
 use opencv::videoio::{self, VideoCapture};
 use serde::Serialize;
 
-use crate::camera::stream_info;
+use crate::camera::{CameraStream, CaptureError};
 use crate::config::MotionSettings;
 use crate::motion::MotionStage;
 use crate::recorder::{ClipWriter, draw_boxes};
-use crate::stream::{Frame, StreamEvent, Timestamp};
+use crate::stream::{Frame, StreamEvent, StreamInfo, Timestamp};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -50,12 +52,12 @@ pub struct BenchReport {
 }
 
 pub fn run(mode: BenchMode, video: &Path, motion: MotionSettings) -> anyhow::Result<BenchReport> {
-    let mut capture = VideoCapture::from_file(video, videoio::CAP_FFMPEG)
-        .with_context(|| format!("opening {}", video.display()))?;
-    if !capture.is_opened()? {
-        bail!("{}: cannot open as a video", video.display());
+    if mode == BenchMode::Decode {
+        return decode_with_opencv(video);
     }
-    let info = stream_info(&capture)?;
+    let mut source = CameraStream::open_file(video)
+        .with_context(|| format!("{}: cannot open as a video", video.display()))?;
+    let info = source.info();
     let scratch = tempfile::tempdir().context("a scratch folder for the encoded clip")?;
     let clip = scratch.path().join("bench.mp4");
     let mut writer = match mode {
@@ -64,23 +66,17 @@ pub fn run(mode: BenchMode, video: &Path, motion: MotionSettings) -> anyhow::Res
     };
     let mut stage = MotionStage::new(motion);
     let mut motion_seconds = Vec::new();
-    let cpu_before = cpu_seconds();
-    let faults_before = minor_faults();
-    let started = Instant::now();
-    if mode != BenchMode::Decode {
-        stage.handle(StreamEvent::Started(info))?;
-    }
+    let measure = Measurement::start();
+    stage.handle(StreamEvent::Started(info))?;
     let mut frames = 0_u64;
     loop {
-        let mut image = Mat::default();
-        if !capture.read(&mut image)? || image.empty() {
-            break;
-        }
+        let image = match source.read() {
+            Ok(image) => image,
+            Err(CaptureError::Ended) => break,
+            Err(error) => return Err(error).context("decoding"),
+        };
         let second = (frames as f64 / info.fps) as u64;
         frames += 1;
-        if mode == BenchMode::Decode {
-            continue;
-        }
         let pts = std::time::Duration::from_secs_f64(frames as f64 / info.fps);
         let frame = Frame {
             image,
@@ -105,22 +101,68 @@ pub fn run(mode: BenchMode, video: &Path, motion: MotionSettings) -> anyhow::Res
         writer.finish()?;
         clip_bytes = Some(std::fs::metadata(&clip).context("the encoded clip")?.len());
     }
-    let wall_seconds = started.elapsed().as_secs_f64();
-    Ok(BenchReport {
-        video: video.display().to_string(),
-        mode,
-        width: info.size.width,
-        height: info.size.height,
-        fps: info.fps,
-        frames,
-        wall_seconds,
-        cpu_seconds: cpu_seconds() - cpu_before,
-        frames_per_second: frames as f64 / wall_seconds,
-        peak_rss_mib: peak_rss_kib() as f64 / 1024.0,
-        minor_faults: minor_faults() - faults_before,
-        motion_seconds,
-        clip_bytes,
-    })
+    let mut report = measure.report(video, mode, info, frames);
+    report.motion_seconds = motion_seconds;
+    report.clip_bytes = clip_bytes;
+    Ok(report)
+}
+
+/// The floor: OpenCV's FFmpeg capture reads every frame (into BGR, as OpenCV always does), nothing else.
+fn decode_with_opencv(video: &Path) -> anyhow::Result<BenchReport> {
+    let mut capture = VideoCapture::from_file(video, videoio::CAP_FFMPEG)
+        .with_context(|| format!("opening {}", video.display()))?;
+    if !capture.is_opened()? {
+        bail!("{}: cannot open as a video", video.display());
+    }
+    let info = StreamInfo {
+        size: Size::new(
+            capture.get(videoio::CAP_PROP_FRAME_WIDTH)? as i32,
+            capture.get(videoio::CAP_PROP_FRAME_HEIGHT)? as i32,
+        ),
+        fps: capture.get(videoio::CAP_PROP_FPS)?,
+    };
+    let measure = Measurement::start();
+    let (mut frames, mut image) = (0_u64, Mat::default());
+    while capture.read(&mut image)? && !image.empty() {
+        frames += 1;
+    }
+    Ok(measure.report(video, BenchMode::Decode, info, frames))
+}
+
+/// Resources used from `start` to `report`.
+struct Measurement {
+    cpu_seconds: f64,
+    minor_faults: u64,
+    started: Instant,
+}
+
+impl Measurement {
+    fn start() -> Self {
+        Self {
+            cpu_seconds: cpu_seconds(),
+            minor_faults: minor_faults(),
+            started: Instant::now(),
+        }
+    }
+
+    fn report(&self, video: &Path, mode: BenchMode, info: StreamInfo, frames: u64) -> BenchReport {
+        let wall_seconds = self.started.elapsed().as_secs_f64();
+        BenchReport {
+            video: video.display().to_string(),
+            mode,
+            width: info.size.width,
+            height: info.size.height,
+            fps: info.fps,
+            frames,
+            wall_seconds,
+            cpu_seconds: cpu_seconds() - self.cpu_seconds,
+            frames_per_second: frames as f64 / wall_seconds,
+            peak_rss_mib: peak_rss_kib() as f64 / 1024.0,
+            minor_faults: minor_faults() - self.minor_faults,
+            motion_seconds: Vec::new(),
+            clip_bytes: None,
+        }
+    }
 }
 
 /// User + system CPU time of this process, all threads.

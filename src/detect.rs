@@ -6,12 +6,10 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, bail};
-use opencv::prelude::*;
-use opencv::videoio::{self, VideoCapture};
+use anyhow::Context;
 use serde::Serialize;
 
-use crate::camera::stream_info;
+use crate::camera::{CameraStream, CaptureError};
 use crate::config::{ClipSettings, MotionSettings, RecorderSettings};
 use crate::motion::MotionStage;
 use crate::recorder::{ClipReady, Recorder};
@@ -39,12 +37,9 @@ pub fn detect_file(
     clips: ClipSettings,
     mut on_clip: impl FnMut(DetectedClip),
 ) -> anyhow::Result<()> {
-    let mut capture = VideoCapture::from_file(video, videoio::CAP_ANY)
-        .with_context(|| format!("opening {}", video.display()))?;
-    if !capture.is_opened()? {
-        bail!("{}: cannot open as a video", video.display());
-    }
-    let info = stream_info(&capture)?;
+    let mut source = CameraStream::open_file(video)
+        .with_context(|| format!("{}: cannot open as a video", video.display()))?;
+    let info = source.info();
     let spool = Spool::open(out).with_context(|| format!("creating {}", out.display()))?;
     let camera_name = video
         .file_stem()
@@ -73,10 +68,13 @@ pub fn detect_file(
     report(recorder.handle(motion.handle(StreamEvent::Started(info))?)?);
     let mut seq = 0_u64;
     loop {
-        let mut image = Mat::default();
-        if !capture.read(&mut image)? || image.empty() {
-            break;
-        }
+        let image = match source.read() {
+            Ok(image) => image,
+            Err(CaptureError::Ended) => break,
+            Err(error) => {
+                return Err(error).with_context(|| format!("reading {}", video.display()));
+            }
+        };
         let pts = frame_interval.mul_f64(seq as f64);
         let frame = Frame {
             image,

@@ -1,7 +1,7 @@
 //! dachavideo: a motion-triggered recorder for an RTSP camera that ships annotated clips to Azure Blob
 //! Storage. The pipeline, top to bottom:
 //!
-//! camera (RTSP, OpenCV) → motion (detector) → recorder (clips) → spool (disk) → upload (Azure or a dir)
+//! camera (RTSP, GStreamer) → motion (detector) → recorder (clips) → spool (disk) → upload (Azure or a dir)
 //!
 //! See docs/ARCHITECTURE.md.
 
@@ -11,6 +11,7 @@ pub mod check;
 pub mod config;
 pub mod detect;
 pub mod health;
+pub mod i420;
 pub mod memory;
 pub mod metrics;
 pub mod motion;

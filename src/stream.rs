@@ -3,7 +3,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use opencv::core::{Mat, Rect, Size};
+use opencv::core::{Rect, Size};
+
+use crate::i420::I420Image;
 
 /// When a frame was captured: `pts` is monotonic time since the source started (durations are measured
 /// with it; it never jumps), `wall` is UTC wall-clock time (clip names use it; it may jump when NTP syncs).
@@ -13,9 +15,9 @@ pub struct Timestamp {
     pub wall: SystemTime,
 }
 
-/// One decoded picture, BGR, at the camera's resolution.
+/// One decoded picture, I420, at the camera's resolution.
 pub struct Frame {
-    pub image: Mat,
+    pub image: I420Image,
     pub seq: u64,
     pub at: Timestamp,
 }

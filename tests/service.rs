@@ -594,6 +594,8 @@ fn clip_events_reach_the_webhook_after_a_retry_and_carry_no_secret() {
         None,
         &[
             ("RECORD_DURATION", "5s"),
+            // No pre-roll: the clip's length in the event is then exactly RECORD_DURATION.
+            ("PRE_ROLL", "0s"),
             ("AZ_CONTAINER_SAS_URL", &sas_url),
             ("EVENT_WEBHOOK_URL", &webhook),
         ],

@@ -1,75 +1,183 @@
-//! Opening an RTSP stream with OpenCV's FFmpeg backend, with hard open and read timeouts.
+//! Decoding a camera's RTSP stream (or a video file) into I420 frames with GStreamer, with hard open and
+//! read timeouts.
+//!
+//! `rtspsrc` (TCP: UDP loses packets on Wi-Fi) or `filesrc`, then `decodebin` (the camera's codec, H.264
+//! or H.265, through libav) and an `appsink` that hands out the decoder's own I420 planes. OpenCV's
+//! capture could only hand out BGR: the conversion there and back for the encoder cost about as much as
+//! detection (docs/PERFORMANCE.md). `videoconvert` passes I420 through untouched and converts only a
+//! decoder that gives something else. The password goes to `rtspsrc` as a property, never in its location,
+//! so GStreamer's messages cannot carry it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use opencv::core::{Mat, MatTraitConst, Size, Vector};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app::AppSink;
+use gstreamer_video::prelude::*;
+use gstreamer_video::{VideoFrameRef, VideoInfo};
+use opencv::core::{CV_8UC1, Mat, Scalar, Size};
 use opencv::prelude::*;
-use opencv::videoio::{self, VideoCapture};
 
 use crate::config::CameraSettings;
+use crate::i420::I420Image;
 use crate::stream::StreamInfo;
 
-/// Set before any capture is opened: TCP transport (UDP loses packets on Wi-Fi) and a short stream probe.
-pub const FFMPEG_CAPTURE_OPTIONS: &str =
-    "rtsp_transport;tcp|analyzeduration;1000000|probesize;500000";
-
-/// Frame rate assumed when a stream reports none or a nonsense one.
+/// Frame rate assumed when a stream reports none and its first frames' timestamps tell none either.
 const FALLBACK_FPS: f64 = 15.0;
+/// Frames whose timestamps measure the rate of a stream that does not state it.
+const RATE_PROBE_FRAMES: usize = 6;
+/// How long `rtspsrc` buffers packets to put them in order (its default is 2 s; over TCP they arrive in
+/// order, so this is only latency and memory).
+const RTSP_LATENCY_MS: u32 = 200;
+/// Decoding threads at most. libav's automatic count is one per core plus one, and every thread of its
+/// frame threading holds its own frames: about 20 MB each at 1080p. Two keep a Pi's 1080p30 decoding on
+/// two cores.
+const MAX_DECODER_THREADS: i32 = 2;
+/// How often a wait for a frame looks at the pipeline's messages (errors, end of stream).
+const POLL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    #[error(
-        "could not open the stream (gave up after {:.1} s: camera off or unreachable, wrong path, or wrong user/password)",
-        .after.as_secs_f64()
-    )]
-    OpenFailed { after: Duration },
+    #[error("could not open the stream (gave up after {:.1} s: {reason})", .after.as_secs_f64())]
+    OpenFailed { after: Duration, reason: String },
     #[error("the stream delivered no frame within {timeout:?} (camera frozen or gone)")]
     NoFrame { timeout: Duration },
+    #[error("the stream ended")]
+    Ended,
+    #[error("the stream failed: {0}")]
+    Failed(String),
     #[error("the frame size changed from {from:?} to {to:?}")]
     SizeChanged { from: Size, to: Size },
+    #[error(
+        "the stream is {}x{}; H.264 clips need an even width and height",
+        .0.width, .0.height
+    )]
+    OddSize(Size),
+    #[error("GStreamer: {0}")]
+    Gst(String),
     #[error("OpenCV: {0}")]
     OpenCv(#[from] opencv::Error),
 }
 
-/// An open camera stream.
+impl From<gst::glib::Error> for CaptureError {
+    fn from(error: gst::glib::Error) -> Self {
+        Self::Gst(error.to_string())
+    }
+}
+
+impl From<gst::glib::BoolError> for CaptureError {
+    fn from(error: gst::glib::BoolError) -> Self {
+        Self::Gst(error.to_string())
+    }
+}
+
+impl From<gst::StateChangeError> for CaptureError {
+    fn from(error: gst::StateChangeError) -> Self {
+        Self::Gst(error.to_string())
+    }
+}
+
+/// An open stream that yields I420 frames.
 pub struct CameraStream {
-    capture: VideoCapture,
+    pipeline: gst::Pipeline,
+    sink: AppSink,
     info: StreamInfo,
     read_timeout: Duration,
-    /// The frame read while opening, handed out by the first `read`.
-    first_frame: Option<Mat>,
+    /// Frames read while opening (to learn the size and rate), handed out first.
+    pending: std::collections::VecDeque<I420Image>,
 }
 
 impl CameraStream {
-    /// Opens the stream and reads its first frame (whose size is the stream's size from then on); fails
-    /// within the open timeout when the camera is not there, or the read timeout when it sends nothing.
+    /// Opens the camera's stream and reads its first frame (whose size is the stream's size from then
+    /// on); fails within the open timeout when the camera is not there or refuses, and within the read
+    /// timeout when it sends nothing.
     pub fn open(settings: &CameraSettings) -> Result<Self, CaptureError> {
-        let params = Vector::<i32>::from_slice(&[
-            videoio::CAP_PROP_OPEN_TIMEOUT_MSEC,
-            millis(settings.open_timeout),
-            videoio::CAP_PROP_READ_TIMEOUT_MSEC,
-            millis(settings.read_timeout),
-        ]);
-        let started = std::time::Instant::now();
-        let capture = VideoCapture::from_file_with_params(
-            settings.url.expose(),
-            videoio::CAP_FFMPEG,
-            &params,
-        )?;
-        if !capture.is_opened()? {
-            return Err(CaptureError::OpenFailed {
-                after: started.elapsed(),
-            });
+        let pipeline = launch(&format!(
+            "rtspsrc name=source protocols=tcp latency={RTSP_LATENCY_MS} ! {DECODE}"
+        ))?;
+        let source = by_name(&pipeline, "source")?;
+        let mut location = url::Url::parse(settings.url.expose())
+            .map_err(|e| CaptureError::Gst(format!("the camera URL: {e}")))?;
+        let user = percent_decoded(location.username());
+        let password = location.password().map(percent_decoded);
+        let _ = location.set_username("");
+        let _ = location.set_password(None);
+        source.set_property("location", location.as_str());
+        if !user.is_empty() {
+            source.set_property("user-id", user.as_str());
         }
+        if let Some(password) = password {
+            source.set_property("user-pw", password.as_str());
+        }
+        Self::start(pipeline, settings.open_timeout, settings.read_timeout)
+    }
+
+    /// Opens a video file, decoded as fast as it can be (no pacing).
+    pub fn open_file(path: &std::path::Path) -> Result<Self, CaptureError> {
+        let pipeline = launch(&format!("filesrc name=source ! {DECODE}"))?;
+        by_name(&pipeline, "source")?.set_property("location", path.to_string_lossy().as_ref());
+        let timeout = Duration::from_secs(10);
+        Self::start(pipeline, timeout, timeout)
+    }
+
+    fn start(
+        pipeline: gst::Pipeline,
+        open_timeout: Duration,
+        read_timeout: Duration,
+    ) -> Result<Self, CaptureError> {
+        let sink = by_name(&pipeline, "sink")?
+            .dynamic_cast::<AppSink>()
+            .map_err(|_| CaptureError::Gst("the sink is not an appsink".into()))?;
+        let started = Instant::now();
+        // Dropping `stream` stops the pipeline on every early return from here.
         let mut stream = Self {
-            info: stream_info(&capture)?,
-            capture,
-            read_timeout: settings.read_timeout,
-            first_frame: None,
+            pipeline,
+            sink,
+            info: StreamInfo {
+                size: Size::new(0, 0),
+                fps: FALLBACK_FPS,
+            },
+            read_timeout,
+            pending: Default::default(),
         };
-        let first = stream.read_decoded()?;
-        stream.info.size = first.size()?;
-        stream.first_frame = Some(first);
+        stream.pipeline.set_state(gst::State::Playing)?;
+        let opened = |error: CaptureError| {
+            let reason = match error {
+                CaptureError::NoFrame { .. } | CaptureError::Ended => {
+                    "camera off or unreachable, wrong path, or wrong user/password".into()
+                }
+                CaptureError::Failed(reason) => reason,
+                other => return other,
+            };
+            CaptureError::OpenFailed {
+                after: started.elapsed(),
+                reason,
+            }
+        };
+        let first = stream.pull(open_timeout).map_err(opened)?;
+        let caps = first
+            .caps()
+            .ok_or_else(|| CaptureError::Gst("no caps".into()))?;
+        let video = VideoInfo::from_caps(caps)?;
+        stream.info.size = Size::new(video.width() as i32, video.height() as i32);
+        if stream.info.size.width % 2 != 0 || stream.info.size.height % 2 != 0 {
+            return Err(CaptureError::OddSize(stream.info.size));
+        }
+        let mut timestamps = vec![first.buffer().and_then(|b| b.pts())];
+        let first_image = stream.to_image(&first)?;
+        stream.pending.push_back(first_image);
+        let stated = f64::from(video.fps().numer()) / f64::from(video.fps().denom().max(1));
+        stream.info.fps = if (1.0..=120.0).contains(&stated) {
+            stated
+        } else {
+            while stream.pending.len() < RATE_PROBE_FRAMES {
+                let sample = stream.pull(read_timeout)?;
+                timestamps.push(sample.buffer().and_then(|b| b.pts()));
+                let image = stream.to_image(&sample)?;
+                stream.pending.push_back(image);
+            }
+            rate_from_timestamps(&timestamps)
+        };
         Ok(stream)
     }
 
@@ -77,57 +185,174 @@ impl CameraStream {
         self.info
     }
 
-    /// The next frame; an error when the stream ended, stalled past the read timeout, or changed its
-    /// resolution (a reconnect then starts everything afresh at the new size).
-    pub fn read(&mut self) -> Result<Mat, CaptureError> {
-        if let Some(first) = self.first_frame.take() {
-            return Ok(first);
+    /// The next frame; an error when the stream ended, stalled past the read timeout, failed, or
+    /// changed its resolution (a reconnect then starts everything afresh at the new size).
+    pub fn read(&mut self) -> Result<I420Image, CaptureError> {
+        if let Some(image) = self.pending.pop_front() {
+            return Ok(image);
         }
-        let image = self.read_decoded()?;
-        let size = image.size()?;
-        if size != self.info.size {
+        let sample = self.pull(self.read_timeout)?;
+        self.to_image(&sample)
+    }
+
+    /// Waits up to `timeout` for the next decoded sample, watching for errors and the end meanwhile.
+    fn pull(&self, timeout: Duration) -> Result<gst::Sample, CaptureError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wait = gst::ClockTime::from_nseconds(left.min(POLL).as_nanos() as u64);
+            if let Some(sample) = self.sink.try_pull_sample(wait) {
+                return Ok(sample);
+            }
+            if let Some(failure) = self.failure() {
+                return Err(failure);
+            }
+            if self.sink.is_eos() {
+                return Err(CaptureError::Ended);
+            }
+            if left.is_zero() {
+                return Err(CaptureError::NoFrame { timeout });
+            }
+        }
+    }
+
+    /// The pipeline's first error, if it reported one.
+    fn failure(&self) -> Option<CaptureError> {
+        let bus = self.pipeline.bus()?;
+        let message = bus.pop_filtered(&[gst::MessageType::Error])?;
+        match message.view() {
+            gst::MessageView::Error(error) => {
+                Some(CaptureError::Failed(error.error().message().to_string()))
+            }
+            _ => None,
+        }
+    }
+
+    /// The sample's planes copied into a packed I420 image (the decoder pads rows to its alignment).
+    fn to_image(&self, sample: &gst::Sample) -> Result<I420Image, CaptureError> {
+        let caps = sample
+            .caps()
+            .ok_or_else(|| CaptureError::Gst("a frame without caps".into()))?;
+        let video = VideoInfo::from_caps(caps)?;
+        let size = Size::new(video.width() as i32, video.height() as i32);
+        if self.info.size.width != 0 && size != self.info.size {
             return Err(CaptureError::SizeChanged {
                 from: self.info.size,
                 to: size,
             });
         }
-        Ok(image)
-    }
-
-    fn read_decoded(&mut self) -> Result<Mat, CaptureError> {
-        let mut image = Mat::default();
-        if self.capture.read(&mut image)? && !image.empty() {
-            Ok(image)
-        } else {
-            Err(CaptureError::NoFrame {
-                timeout: self.read_timeout,
-            })
+        let buffer = sample
+            .buffer()
+            .ok_or_else(|| CaptureError::Gst("a sample without a buffer".into()))?;
+        let frame = VideoFrameRef::from_buffer_ref_readable(buffer, &video)
+            .map_err(|_| CaptureError::Gst("cannot map a decoded frame".into()))?;
+        let mut planes = Mat::new_rows_cols_with_default(
+            size.height * 3 / 2,
+            size.width,
+            CV_8UC1,
+            Scalar::all(0.0),
+        )?;
+        {
+            let out = planes.data_bytes_mut()?;
+            let (w, h) = (size.width as usize, size.height as usize);
+            let mut offset = 0;
+            for (plane, (width, height)) in [(w, h), (w / 2, h / 2), (w / 2, h / 2)]
+                .into_iter()
+                .enumerate()
+            {
+                let data = frame
+                    .plane_data(plane as u32)
+                    .map_err(|e| CaptureError::Gst(e.to_string()))?;
+                let stride = frame.plane_stride()[plane] as usize;
+                for row in 0..height {
+                    let from = row * stride;
+                    out[offset..offset + width].copy_from_slice(&data[from..from + width]);
+                    offset += width;
+                }
+            }
         }
+        Ok(I420Image::from_packed(size, planes)?)
     }
 }
 
-/// Size and frame rate as the backend reports them, the rate checked for sanity.
-pub fn stream_info(capture: &VideoCapture) -> opencv::Result<StreamInfo> {
-    // The properties are doubles holding whole pixel counts.
-    let width = capture.get(videoio::CAP_PROP_FRAME_WIDTH)? as i32;
-    let height = capture.get(videoio::CAP_PROP_FRAME_HEIGHT)? as i32;
-    let reported = capture.get(videoio::CAP_PROP_FPS)?;
-    let fps = if (1.0..=120.0).contains(&reported) {
-        reported
-    } else {
+impl Drop for CameraStream {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// Whatever the source gives, decoded to I420 for the appsink. `sync=false`: frames are handed out as
+/// they are decoded (a live camera paces itself; a file is read as fast as it decodes).
+const DECODE: &str = "decodebin ! videoconvert ! video/x-raw,format=I420 \
+     ! appsink name=sink sync=false max-buffers=2";
+
+fn launch(description: &str) -> Result<gst::Pipeline, CaptureError> {
+    gst::init()?;
+    let pipeline = gst::parse::launch(description)?
+        .dynamic_cast::<gst::Pipeline>()
+        .map_err(|_| CaptureError::Gst("not a pipeline".into()))?;
+    // The decoder is chosen by `decodebin` once the stream's codec is known.
+    pipeline.connect_deep_element_added(|_, _, element| {
+        if element.has_property("max-threads") {
+            element.set_property("max-threads", MAX_DECODER_THREADS);
+        }
+    });
+    Ok(pipeline)
+}
+
+fn by_name(pipeline: &gst::Pipeline, name: &str) -> Result<gst::Element, CaptureError> {
+    pipeline
+        .by_name(name)
+        .ok_or_else(|| CaptureError::Gst(format!("no element {name}")))
+}
+
+/// A URL's user or password as typed (`p%40ss` is `p@ss`; a `+` stays a plus).
+fn percent_decoded(text: &str) -> String {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Frames a second from the first frames' timestamps (the median interval), for a stream that does not
+/// state its rate.
+fn rate_from_timestamps(timestamps: &[Option<gst::ClockTime>]) -> f64 {
+    let mut intervals: Vec<u64> = timestamps
+        .windows(2)
+        .filter_map(|pair| pair[1]?.nseconds().checked_sub(pair[0]?.nseconds()))
+        .filter(|&ns| ns > 0)
+        .collect();
+    intervals.sort_unstable();
+    let rate = intervals
+        .get(intervals.len() / 2)
+        .map(|&ns| 1e9 / ns as f64)
+        .filter(|rate| (1.0..=120.0).contains(rate));
+    rate.unwrap_or_else(|| {
         tracing::warn!(
-            reported,
             assumed = FALLBACK_FPS,
             "stream reports no usable frame rate"
         );
         FALLBACK_FPS
-    };
-    Ok(StreamInfo {
-        size: Size::new(width, height),
-        fps,
     })
 }
 
-fn millis(duration: Duration) -> i32 {
-    i32::try_from(duration.as_millis()).unwrap_or(i32::MAX)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_is_read_from_timestamps_and_nonsense_falls_back() {
+        let at = |ms: u64| Some(gst::ClockTime::from_mseconds(ms));
+        assert_eq!(
+            rate_from_timestamps(&[at(0), at(40), at(80), at(160), at(200)]),
+            25.0
+        );
+        assert_eq!(rate_from_timestamps(&[at(0), None]), FALLBACK_FPS);
+        assert_eq!(rate_from_timestamps(&[at(0), at(0)]), FALLBACK_FPS);
+    }
+
+    #[test]
+    fn credentials_are_percent_decoded() {
+        assert_eq!(percent_decoded("p%40ss%3Aword"), "p@ss:word");
+        assert_eq!(percent_decoded("a+b"), "a+b");
+    }
 }

@@ -1,4 +1,4 @@
-//! Why a camera cannot be opened. OpenCV only says "not opened"; FFmpeg's reason goes to stderr. After a
+//! Why a camera cannot be opened. GStreamer's error names what failed, rarely why a user should care. After a
 //! failed open this asks the camera once more with an RTSP DESCRIBE (the `retina` client) and turns its
 //! answer into a sentence a user can act on: wrong user or password, wrong path, nothing listening, no
 //! answer. The password is never part of the result.

@@ -14,7 +14,7 @@ use std::time::Instant;
 use crossbeam_channel::{Sender, TrySendError};
 use tracing::{debug, info, warn};
 
-pub use capture::{CameraStream, CaptureError, FFMPEG_CAPTURE_OPTIONS, stream_info};
+pub use capture::{CameraStream, CaptureError};
 pub use diagnose::diagnose;
 
 use crate::config::CameraSettings;
@@ -114,7 +114,7 @@ pub fn run(
             }
             Err(error) => {
                 let cause = diagnose(&settings.url, settings.open_timeout).unwrap_or_else(|| {
-                    "the camera answers RTSP; FFmpeg could not open the stream".into()
+                    "the camera answers RTSP; GStreamer could not open or decode the stream".into()
                 });
                 warn!(
                     camera = %settings.url,

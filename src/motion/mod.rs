@@ -73,7 +73,7 @@ impl MotionStage {
             StreamEvent::Item(frame) => {
                 if let Some(detector) = self.detector.as_mut() {
                     if self.frames.is_multiple_of(self.stride) {
-                        let boxes = detector.detect(&frame.image)?;
+                        let boxes = detector.detect(&frame.image.luma()?)?;
                         let warming_up = detector.warming_up();
                         self.moving_frames = if warming_up || boxes.is_empty() {
                             0
@@ -174,7 +174,7 @@ mod tests {
     /// Feeds a frame (with the box at `box_x`, if any); returns (boxes found, has_motion, warming_up).
     fn feed(stage: &mut MotionStage, box_x: Option<i32>) -> (usize, bool, bool) {
         let frame = Frame {
-            image: scene(box_x),
+            image: crate::i420::I420Image::from_bgr(&scene(box_x)).unwrap(),
             seq: 0,
             at: Timestamp {
                 pts: Duration::ZERO,

@@ -9,8 +9,6 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use opencv::prelude::*;
-
 use crate::stream::Verdict;
 
 #[derive(Default)]
@@ -69,21 +67,21 @@ impl Backlog {
 
 /// Bytes of pixel data a frame holds.
 pub fn frame_bytes(verdict: &Verdict) -> u64 {
-    let image = &verdict.frame.image;
-    (image.total() * image.elem_size().unwrap_or(3)) as u64
+    verdict.frame.image.byte_len() as u64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::i420::I420Image;
     use crate::stream::{Frame, Timestamp};
-    use opencv::core::{CV_8UC3, Mat, Scalar};
+    use opencv::core::Size;
     use std::time::SystemTime;
 
     fn verdict(ms: u64) -> Verdict {
         Verdict {
             frame: Frame {
-                image: Mat::new_rows_cols_with_default(10, 10, CV_8UC3, Scalar::all(0.0)).unwrap(),
+                image: I420Image::filled(Size::new(10, 10), [16, 128, 128]).unwrap(),
                 seq: ms,
                 at: Timestamp {
                     pts: Duration::from_millis(ms),
@@ -105,8 +103,8 @@ mod tests {
         }
         assert_eq!(backlog.len(), 5, "3000..=5000 ms");
         assert_eq!(backlog.first().unwrap().pts, Duration::from_millis(3000));
-        assert_eq!(backlog.bytes(), 5 * 300);
-        backlog.keep_pre_roll(Duration::from_millis(5000), Duration::from_secs(2), 700);
+        assert_eq!(backlog.bytes(), 5 * 150, "10x10 I420 frames");
+        backlog.keep_pre_roll(Duration::from_millis(5000), Duration::from_secs(2), 350);
         assert_eq!(backlog.len(), 2, "cut to the memory bound");
         backlog.keep_pre_roll(Duration::from_millis(5000), Duration::ZERO, u64::MAX);
         assert_eq!(backlog.len(), 1, "no pre-roll keeps only the current frame");

@@ -3,10 +3,12 @@
 
 use std::time::{Duration, SystemTime};
 
-use opencv::core::{Mat, Rect, Vector};
+use opencv::core::{Rect, Vector};
 use opencv::imgcodecs;
 use opencv::prelude::*;
 use serde::Serialize;
+
+use crate::i420::I420Image;
 
 /// JPEG quality of the snapshot: small enough for a phone preview, sharp enough to tell who it is.
 const SNAPSHOT_JPEG_QUALITY: i32 = 85;
@@ -51,7 +53,7 @@ pub struct EventTracker {
 struct BestFrame {
     area: i64,
     at: Duration,
-    image: Mat,
+    image: I420Image,
 }
 
 impl EventTracker {
@@ -72,8 +74,8 @@ impl EventTracker {
         pts: Duration,
         wall: SystemTime,
         boxes: &[Rect],
-        image: Mat,
-    ) -> Option<Mat> {
+        image: I420Image,
+    ) -> Option<I420Image> {
         let (first_pts, _) = *self.first.get_or_insert((pts, wall));
         if boxes.is_empty() {
             return Some(image);
@@ -104,7 +106,7 @@ impl EventTracker {
         };
         let mut jpeg = Vector::<u8>::new();
         let params = Vector::from_slice(&[imgcodecs::IMWRITE_JPEG_QUALITY, SNAPSHOT_JPEG_QUALITY]);
-        imgcodecs::imencode(".jpg", &best.image, &mut jpeg, &params)?;
+        imgcodecs::imencode(".jpg", &best.image.to_bgr()?, &mut jpeg, &params)?;
         Ok(Some(jpeg.to_vec()))
     }
 
@@ -164,10 +166,11 @@ fn rfc3339(at: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opencv::core::{CV_8UC3, Scalar};
+    use crate::i420::bgr_to_yuv;
+    use opencv::core::Size;
 
-    fn image(value: f64) -> Mat {
-        Mat::new_rows_cols_with_default(90, 160, CV_8UC3, Scalar::all(value)).unwrap()
+    fn image(value: f64) -> I420Image {
+        I420Image::filled(Size::new(160, 90), bgr_to_yuv([value as u8; 3])).unwrap()
     }
 
     #[test]

@@ -16,7 +16,6 @@ mod writer;
 use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, TryRecvError};
-use opencv::core::MatTraitConst;
 use tracing::{error, info, warn};
 
 pub use annotate::{BOX_BGR, draw_boxes};
@@ -245,7 +244,7 @@ impl Recorder {
             return Ok(None);
         };
         let now = verdict.frame.at.pts;
-        let image_size = verdict.frame.image.size()?;
+        let image_size = verdict.frame.image.size();
         let mut finished = None;
         if self
             .open
@@ -448,7 +447,7 @@ fn write_frame(open: &mut OpenClip, verdict: Verdict) -> Result<(), RecorderErro
         frame, mut boxes, ..
     } = verdict;
     let mut image = frame.image;
-    if image.size()? != open.writer.size() {
+    if image.size() != open.writer.size() {
         return Ok(());
     }
     if frame.at.pts < open.motion.pts {
@@ -562,13 +561,13 @@ mod tests {
     use super::*;
     use crate::config::{ClipPolicy, ClipSettings};
     use crate::stream::Frame;
-    use opencv::core::{CV_8UC3, Mat, Rect, Scalar, Size};
+    use opencv::core::{Rect, Size};
 
     const FPS: f64 = 15.0;
 
     fn verdict(seq: u64, motion: bool) -> StreamEvent<Verdict> {
         let pts = Duration::from_secs_f64(seq as f64 / FPS);
-        let image = Mat::new_rows_cols_with_default(120, 160, CV_8UC3, Scalar::all(60.0)).unwrap();
+        let image = crate::i420::I420Image::filled(Size::new(160, 120), [67, 128, 128]).unwrap();
         StreamEvent::Item(Verdict {
             frame: Frame {
                 image,

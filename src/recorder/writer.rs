@@ -5,21 +5,20 @@
 //! 6.8 instead of 15.6 MB a minute for the benchmark's 720p scene and 6 % fewer instructions a frame. The MP4 is fragmented (a fragment a second), so a file cut off by a crash
 //! or power cut is still readable up to its last fragment.
 //!
-//! The encoder wants I420. GStreamer's `videoconvert` from BGR cost 5.5 ms a 720p frame here, more than
-//! decoding it; the `yuv` crate's SIMD conversion (AVX2/SSE on x86-64, NEON on aarch64) makes recording
-//! 2.9 M instructions a 720p frame cheaper than OpenCV's `cvtColor(BGR2YUV_I420)` (7.0 M at 1080p), with
-//! the same BT.601 limited-range matrix. The planes are
-//! handed over as a one-channel image (the three planes one after the other, 1.5 x the height), which
-//! `rawvideoparse` turns back into I420 of the real size, marked BT.601 (`videoconvert` marked HD clips
-//! BT.709, which OpenCV-based players decoded with a slight colour cast). H.264 in 4:2:0
-//! needs even sides; x264 always refused odd ones, now `create` says so.
+//! The encoder takes the frames' I420 planes as the camera's decoder made them: no conversion (BGR frames
+//! had to be converted back, which cost more than detection). The planes are handed over as a one-channel
+//! image (the three planes one after the other, 1.5 x the height), which `rawvideoparse` turns back into
+//! I420 of the real size, marked BT.601 (`videoconvert` marked HD clips BT.709, which OpenCV-based players
+//! decoded with a slight colour cast). H.264 in 4:2:0 needs even sides; x264 always refused odd ones,
+//! now `create` says so.
 
 use std::path::Path;
 
-use opencv::core::{CV_8UC1, Mat, Scalar, Size};
+use opencv::core::Size;
 use opencv::prelude::*;
 use opencv::videoio::{self, VideoWriter};
-use yuv::{BufferStoreMut, YuvConversionMode, YuvPlanarImageMut, YuvRange, YuvStandardMatrix};
+
+use crate::i420::I420Image;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriterError {
@@ -31,8 +30,6 @@ pub enum WriterError {
     UnsupportedPath(String),
     #[error("H.264 needs an even width and height; the stream is {}x{}", .0.width, .0.height)]
     OddSize(Size),
-    #[error("converting a frame to I420: {0}")]
-    Conversion(#[from] yuv::YuvError),
     #[error("OpenCV: {0}")]
     OpenCv(#[from] opencv::Error),
 }
@@ -46,8 +43,6 @@ const MAX_KBITS: u32 = 2048;
 pub struct ClipWriter {
     writer: VideoWriter,
     size: Size,
-    /// The I420 frame handed to the writer, reused.
-    i420: Mat,
 }
 
 impl ClipWriter {
@@ -90,21 +85,16 @@ impl ClipWriter {
                 path: location.into_owned(),
             });
         }
-        Ok(Self {
-            writer,
-            size,
-            i420: Mat::new_rows_cols_with_default(h * 3 / 2, w, CV_8UC1, Scalar::all(0.0))?,
-        })
+        Ok(Self { writer, size })
     }
 
     pub fn size(&self) -> Size {
         self.size
     }
 
-    /// Encodes one BGR frame of the writer's size.
-    pub fn write(&mut self, image: &Mat) -> Result<(), WriterError> {
-        bgr_to_i420(image, self.size, &mut self.i420)?;
-        self.writer.write(&self.i420)?;
+    /// Encodes one frame of the writer's size.
+    pub fn write(&mut self, image: &I420Image) -> Result<(), WriterError> {
+        self.writer.write(image.packed())?;
         Ok(())
     }
 
@@ -113,42 +103,6 @@ impl ClipWriter {
         self.writer.release()?;
         Ok(())
     }
-}
-
-/// Converts a BGR frame of `size` into `i420` (the Y, U and V planes one after the other, packed), BT.601
-/// limited range as OpenCV's `COLOR_BGR2YUV_I420` does.
-fn bgr_to_i420(image: &Mat, size: Size, i420: &mut Mat) -> Result<(), WriterError> {
-    // The frames the recorder hands over are whole images; a view into a larger one is copied first.
-    let owned;
-    let image = if image.is_continuous() {
-        image
-    } else {
-        owned = image.try_clone()?;
-        &owned
-    };
-    let (w, h) = (size.width as usize, size.height as usize);
-    let bgr = image.data_bytes()?;
-    let (y, chroma) = i420.data_bytes_mut()?.split_at_mut(w * h);
-    let (u, v) = chroma.split_at_mut((w / 2) * (h / 2));
-    let mut planes = YuvPlanarImageMut {
-        y_plane: BufferStoreMut::Borrowed(y),
-        y_stride: size.width as u32,
-        u_plane: BufferStoreMut::Borrowed(u),
-        u_stride: (size.width / 2) as u32,
-        v_plane: BufferStoreMut::Borrowed(v),
-        v_stride: (size.width / 2) as u32,
-        width: size.width as u32,
-        height: size.height as u32,
-    };
-    yuv::bgr_to_yuv420(
-        &mut planes,
-        bgr,
-        (size.width * 3) as u32,
-        YuvRange::Limited,
-        YuvStandardMatrix::Bt601,
-        YuvConversionMode::Balanced,
-    )?;
-    Ok(())
 }
 
 /// A frame rate as a GStreamer fraction, to the thousandth (29.97 is 29970/1000).
@@ -166,46 +120,9 @@ fn fraction(fps: f64) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opencv::core::{CV_8UC3, Rect, Scalar, Vec3b};
+    use opencv::core::{CV_8UC3, Mat, Rect, Scalar, Vec3b};
     use opencv::imgproc;
     use opencv::videoio::VideoCapture;
-
-    /// The SIMD conversion agrees with OpenCV's `COLOR_BGR2YUV_I420` (the matrix the clips are marked
-    /// with) to within rounding: luma on a frame with sharp edges everywhere, chroma on a smooth one
-    /// (OpenCV takes each 2x2 block's chroma from one pixel, the `yuv` crate averages the four).
-    #[test]
-    fn i420_planes_match_opencv_within_rounding() {
-        let size = Size::new(64, 48);
-        let luma = 64 * 48;
-        for (sharp, planes) in [(true, 0..luma), (false, 0..luma * 3 / 2)] {
-            let mut image = Mat::new_size_with_default(size, CV_8UC3, Scalar::all(0.0)).unwrap();
-            for (row, pixels) in image
-                .data_bytes_mut()
-                .unwrap()
-                .chunks_mut(64 * 3)
-                .enumerate()
-            {
-                for (col, pixel) in pixels.chunks_mut(3).enumerate() {
-                    let third = if sharp { (col * row) % 256 } else { col + row };
-                    pixel.copy_from_slice(&[(col * 4) as u8, (row * 5) as u8, third as u8]);
-                }
-            }
-            let mut ours =
-                Mat::new_rows_cols_with_default(72, 64, CV_8UC1, Scalar::all(0.0)).unwrap();
-            bgr_to_i420(&image, size, &mut ours).unwrap();
-            let mut theirs = Mat::default();
-            imgproc::cvt_color_def(&image, &mut theirs, imgproc::COLOR_BGR2YUV_I420).unwrap();
-            let (ours, theirs) = (ours.data_bytes().unwrap(), theirs.data_bytes().unwrap());
-            let worst = planes
-                .map(|i| (i32::from(ours[i]) - i32::from(theirs[i])).abs())
-                .max()
-                .unwrap();
-            assert!(
-                worst <= 2,
-                "sharp {sharp}: planes differ by up to {worst} levels"
-            );
-        }
-    }
 
     #[test]
     fn frame_rates_become_gstreamer_fractions() {
@@ -234,6 +151,7 @@ mod tests {
                 0,
             )
             .unwrap();
+            let image = I420Image::from_bgr(&image).unwrap();
             let mut writer = ClipWriter::create(&path, size, 15.0).unwrap();
             for _ in 0..20 {
                 writer.write(&image).unwrap();

@@ -1,0 +1,170 @@
+//! A decoded picture as the camera's decoder gives it: I420 (BT.601 YUV 4:2:0), the Y, U and V planes
+//! packed one after the other in one single-channel OpenCV image of 1.5 x the height.
+//!
+//! Frames stay in this form from the decoder to the encoder: the detector reads the Y plane as its grey
+//! image, the boxes are drawn into the planes, and x264 takes the planes as they are. Converting to BGR
+//! and back cost more than detection itself (docs/PERFORMANCE.md); only the snapshot JPEG converts.
+
+use opencv::core::{CV_8UC1, Mat, Scalar, Size};
+use opencv::imgproc;
+use opencv::prelude::*;
+
+/// One I420 picture of even width and height.
+pub struct I420Image {
+    /// Rows: `height` of Y, then `height / 4` of U and of V (two chroma rows a row), `width` bytes each.
+    planes: Mat,
+    size: Size,
+}
+
+/// The three planes of an image, as one-channel images over its bytes.
+pub struct PlanesMut<'a> {
+    pub y: opencv::boxed_ref::BoxedRefMut<'a, Mat>,
+    pub u: opencv::boxed_ref::BoxedRefMut<'a, Mat>,
+    pub v: opencv::boxed_ref::BoxedRefMut<'a, Mat>,
+}
+
+impl I420Image {
+    /// A picture of `size` in one colour, given as Y, U, V.
+    pub fn filled(size: Size, [y, u, v]: [u8; 3]) -> opencv::Result<Self> {
+        check_even(size)?;
+        let mut image = Self {
+            planes: Mat::new_rows_cols_with_default(
+                size.height * 3 / 2,
+                size.width,
+                CV_8UC1,
+                Scalar::all(0.0),
+            )?,
+            size,
+        };
+        let planes = image.planes_mut()?;
+        for (mut plane, value) in [(planes.y, y), (planes.u, u), (planes.v, v)] {
+            plane.set_to_def(&Scalar::all(f64::from(value)))?;
+        }
+        Ok(image)
+    }
+
+    /// Takes ownership of packed planes: `planes` must be `size.height * 3 / 2` rows of `size.width`
+    /// bytes, one channel, continuous.
+    pub fn from_packed(size: Size, planes: Mat) -> opencv::Result<Self> {
+        check_even(size)?;
+        let expected = Size::new(size.width, size.height * 3 / 2);
+        if planes.size()? != expected || planes.typ() != CV_8UC1 || !planes.is_continuous() {
+            return Err(opencv::Error::new(
+                opencv::core::StsBadArg,
+                format!("I420 planes of {size:?} must be one continuous {expected:?} byte image"),
+            ));
+        }
+        Ok(Self { planes, size })
+    }
+
+    /// BT.601 limited range, as OpenCV converts (tests and synthetic scenes).
+    pub fn from_bgr(bgr: &Mat) -> opencv::Result<Self> {
+        let size = bgr.size()?;
+        check_even(size)?;
+        let mut planes = Mat::default();
+        imgproc::cvt_color_def(bgr, &mut planes, imgproc::COLOR_BGR2YUV_I420)?;
+        Self::from_packed(size, planes)
+    }
+
+    /// The picture in BGR (for the snapshot JPEG).
+    pub fn to_bgr(&self) -> opencv::Result<Mat> {
+        let mut bgr = Mat::default();
+        imgproc::cvt_color_def(&self.planes, &mut bgr, imgproc::COLOR_YUV2BGR_I420)?;
+        Ok(bgr)
+    }
+
+    pub fn size(&self) -> Size {
+        self.size
+    }
+
+    /// Bytes the picture holds.
+    pub fn byte_len(&self) -> usize {
+        self.luma_len() * 3 / 2
+    }
+
+    /// The packed planes, as the encoder takes them.
+    pub fn packed(&self) -> &Mat {
+        &self.planes
+    }
+
+    /// The Y plane: the picture in grey, without a copy.
+    pub fn luma(&self) -> opencv::Result<opencv::boxed_ref::BoxedRef<'_, Mat>> {
+        self.planes
+            .row_range(&opencv::core::Range::new(0, self.size.height)?)
+    }
+
+    /// The Y, U and V planes, writable, each at its own size (the chroma planes at half width and
+    /// height).
+    pub fn planes_mut(&mut self) -> opencv::Result<PlanesMut<'_>> {
+        let (w, h) = (self.size.width, self.size.height);
+        let luma_len = self.luma_len();
+        let bytes = self.planes.data_bytes_mut()?;
+        let (y, chroma) = bytes.split_at_mut(luma_len);
+        let (u, v) = chroma.split_at_mut(luma_len / 4);
+        Ok(PlanesMut {
+            y: Mat::new_rows_cols_with_data_mut(h, w, y)?,
+            u: Mat::new_rows_cols_with_data_mut(h / 2, w / 2, u)?,
+            v: Mat::new_rows_cols_with_data_mut(h / 2, w / 2, v)?,
+        })
+    }
+
+    fn luma_len(&self) -> usize {
+        self.size.width as usize * self.size.height as usize
+    }
+}
+
+fn check_even(size: Size) -> opencv::Result<()> {
+    if size.width <= 0 || size.height <= 0 || size.width % 2 != 0 || size.height % 2 != 0 {
+        return Err(opencv::Error::new(
+            opencv::core::StsBadSize,
+            format!(
+                "I420 needs an even width and height; the picture is {}x{}",
+                size.width, size.height
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A BGR colour in BT.601 limited-range YUV (the matrix the clips are marked with).
+pub fn bgr_to_yuv([b, g, r]: [u8; 3]) -> [u8; 3] {
+    let (b, g, r) = (f64::from(b), f64::from(g), f64::from(r));
+    let y = 16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0;
+    let u = 128.0 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255.0;
+    let v = 128.0 + (112.0 * r - 93.786 * g - 18.214 * b) / 255.0;
+    [y, u, v].map(|c| c.round().clamp(0.0, 255.0) as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opencv::core::{CV_8UC3, Vec3b};
+
+    #[test]
+    fn bgr_survives_the_round_trip_and_the_planes_are_where_they_say() {
+        let bgr =
+            Mat::new_rows_cols_with_default(48, 64, CV_8UC3, Scalar::new(0.0, 255.0, 0.0, 0.0))
+                .unwrap();
+        let mut image = I420Image::from_bgr(&bgr).unwrap();
+        assert_eq!(image.size(), Size::new(64, 48));
+        assert_eq!(image.byte_len(), 64 * 48 * 3 / 2);
+        let yuv = bgr_to_yuv([0, 255, 0]);
+        assert_eq!(*image.luma().unwrap().at_2d::<u8>(47, 63).unwrap(), yuv[0]);
+        let planes = image.planes_mut().unwrap();
+        assert_eq!(planes.u.size().unwrap(), Size::new(32, 24));
+        let near = |a: u8, b: u8| (i32::from(a) - i32::from(b)).abs() <= 1;
+        assert!(near(*planes.u.at_2d::<u8>(23, 31).unwrap(), yuv[1]));
+        assert!(near(*planes.v.at_2d::<u8>(0, 0).unwrap(), yuv[2]));
+        let back = image.to_bgr().unwrap();
+        let [b, g, r] = back.at_2d::<Vec3b>(20, 20).unwrap().0;
+        assert!(b < 4 && g > 250 && r < 4, "{b} {g} {r}");
+    }
+
+    #[test]
+    fn odd_sizes_are_refused_with_the_size() {
+        let error = I420Image::filled(Size::new(641, 360), [16, 128, 128])
+            .err()
+            .unwrap();
+        assert!(error.message.contains("641x360"), "{error}");
+    }
+}
