@@ -61,7 +61,12 @@ pub fn run(mode: BenchMode, video: &Path, motion: MotionSettings) -> anyhow::Res
     let scratch = tempfile::tempdir().context("a scratch folder for the encoded clip")?;
     let clip = scratch.path().join("bench.mp4");
     let mut writer = match mode {
-        BenchMode::Record => Some(ClipWriter::create(&clip, info.size, info.fps)?),
+        BenchMode::Record => Some(ClipWriter::create(
+            &clip,
+            info.size,
+            info.fps,
+            info.colorimetry,
+        )?),
         _ => None,
     };
     let mut stage = MotionStage::new(motion);
@@ -114,13 +119,13 @@ fn decode_with_opencv(video: &Path) -> anyhow::Result<BenchReport> {
     if !capture.is_opened()? {
         bail!("{}: cannot open as a video", video.display());
     }
-    let info = StreamInfo {
-        size: Size::new(
+    let info = StreamInfo::new(
+        Size::new(
             capture.get(videoio::CAP_PROP_FRAME_WIDTH)? as i32,
             capture.get(videoio::CAP_PROP_FRAME_HEIGHT)? as i32,
         ),
-        fps: capture.get(videoio::CAP_PROP_FPS)?,
-    };
+        capture.get(videoio::CAP_PROP_FPS)?,
+    );
     let measure = Measurement::start();
     let (mut frames, mut image) = (0_u64, Mat::default());
     while capture.read(&mut image)? && !image.empty() {

@@ -14,6 +14,57 @@ pub struct I420Image {
     /// Rows: `height` of Y, then `height / 4` of U and of V (two chroma rows a row), `width` bytes each.
     planes: Mat,
     size: Size,
+    colorimetry: Colorimetry,
+}
+
+/// How YUV values map to colours: cameras send BT.601 or BT.709, in limited (16-235) or full ("JPEG",
+/// 0-255) range. Frames keep the camera's values and the clips are marked with its colorimetry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Colorimetry {
+    pub matrix: ColourMatrix,
+    pub full_range: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ColourMatrix {
+    #[default]
+    Bt601,
+    Bt709,
+}
+
+impl Colorimetry {
+    /// GStreamer's name for it (`range:matrix:transfer:primaries` where it has no short name).
+    pub fn gst_name(self) -> &'static str {
+        match (self.matrix, self.full_range) {
+            (ColourMatrix::Bt601, false) => "bt601",
+            (ColourMatrix::Bt709, false) => "bt709",
+            (ColourMatrix::Bt601, true) => "1:4:0:0",
+            (ColourMatrix::Bt709, true) => "1:3:0:0",
+        }
+    }
+
+    /// A BGR colour as Y, U, V.
+    pub fn yuv_of(self, [b, g, r]: [u8; 3]) -> [u8; 3] {
+        let (kr, kb) = match self.matrix {
+            ColourMatrix::Bt601 => (0.299, 0.114),
+            ColourMatrix::Bt709 => (0.2126, 0.0722),
+        };
+        let [b, g, r] = [b, g, r].map(|c| f64::from(c) / 255.0);
+        let luma = kr * r + (1.0 - kr - kb) * g + kb * b;
+        let pb = (b - luma) / (2.0 * (1.0 - kb));
+        let pr = (r - luma) / (2.0 * (1.0 - kr));
+        let (y_span, y_base, c_span) = if self.full_range {
+            (255.0, 0.0, 255.0)
+        } else {
+            (219.0, 16.0, 224.0)
+        };
+        [
+            y_base + y_span * luma,
+            128.0 + c_span * pb,
+            128.0 + c_span * pr,
+        ]
+        .map(|c| c.round().clamp(0.0, 255.0) as u8)
+    }
 }
 
 /// The three planes of an image, as one-channel images over its bytes.
@@ -35,6 +86,7 @@ impl I420Image {
                 Scalar::all(0.0),
             )?,
             size,
+            colorimetry: Colorimetry::default(),
         };
         let planes = image.planes_mut()?;
         for (mut plane, value) in [(planes.y, y), (planes.u, u), (planes.v, v)] {
@@ -54,7 +106,20 @@ impl I420Image {
                 format!("I420 planes of {size:?} must be one continuous {expected:?} byte image"),
             ));
         }
-        Ok(Self { planes, size })
+        Ok(Self {
+            planes,
+            size,
+            colorimetry: Colorimetry::default(),
+        })
+    }
+
+    /// The picture's colorimetry (BT.601 limited range unless set).
+    pub fn colorimetry(&self) -> Colorimetry {
+        self.colorimetry
+    }
+
+    pub fn set_colorimetry(&mut self, colorimetry: Colorimetry) {
+        self.colorimetry = colorimetry;
     }
 
     /// BT.601 limited range, as OpenCV converts (tests and synthetic scenes).
@@ -66,7 +131,8 @@ impl I420Image {
         Self::from_packed(size, planes)
     }
 
-    /// The picture in BGR (for the snapshot JPEG).
+    /// The picture in BGR (for the snapshot JPEG), read as BT.601 limited range: OpenCV knows no other
+    /// (a BT.709 or full-range camera's snapshot is slightly off in saturation or contrast).
     pub fn to_bgr(&self) -> opencv::Result<Mat> {
         let mut bgr = Mat::default();
         imgproc::cvt_color_def(&self.planes, &mut bgr, imgproc::COLOR_YUV2BGR_I420)?;
@@ -126,15 +192,6 @@ fn check_even(size: Size) -> opencv::Result<()> {
     Ok(())
 }
 
-/// A BGR colour in BT.601 limited-range YUV (the matrix the clips are marked with).
-pub fn bgr_to_yuv([b, g, r]: [u8; 3]) -> [u8; 3] {
-    let (b, g, r) = (f64::from(b), f64::from(g), f64::from(r));
-    let y = 16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0;
-    let u = 128.0 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255.0;
-    let v = 128.0 + (112.0 * r - 93.786 * g - 18.214 * b) / 255.0;
-    [y, u, v].map(|c| c.round().clamp(0.0, 255.0) as u8)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,7 +205,7 @@ mod tests {
         let mut image = I420Image::from_bgr(&bgr).unwrap();
         assert_eq!(image.size(), Size::new(64, 48));
         assert_eq!(image.byte_len(), 64 * 48 * 3 / 2);
-        let yuv = bgr_to_yuv([0, 255, 0]);
+        let yuv = Colorimetry::default().yuv_of([0, 255, 0]);
         assert_eq!(*image.luma().unwrap().at_2d::<u8>(47, 63).unwrap(), yuv[0]);
         let planes = image.planes_mut().unwrap();
         assert_eq!(planes.u.size().unwrap(), Size::new(32, 24));
@@ -158,6 +215,16 @@ mod tests {
         let back = image.to_bgr().unwrap();
         let [b, g, r] = back.at_2d::<Vec3b>(20, 20).unwrap().0;
         assert!(b < 4 && g > 250 && r < 4, "{b} {g} {r}");
+    }
+
+    #[test]
+    fn colours_are_converted_in_each_matrix_and_range() {
+        let green = [0, 255, 0];
+        let of = |matrix, full_range| Colorimetry { matrix, full_range }.yuv_of(green);
+        assert_eq!(of(ColourMatrix::Bt601, false), [145, 54, 34]);
+        assert_eq!(of(ColourMatrix::Bt709, false), [173, 42, 26]);
+        assert_eq!(of(ColourMatrix::Bt601, true), [150, 44, 21]);
+        assert_eq!(Colorimetry::default().yuv_of([128; 3]), [126, 128, 128]);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use opencv::core::{Rect, Size};
 
-use crate::i420::I420Image;
+use crate::i420::{Colorimetry, I420Image};
 
 /// When a frame was captured: `pts` is monotonic time since the source started (durations are measured
 /// with it; it never jumps), `wall` is UTC wall-clock time (clip names use it; it may jump when NTP syncs).
@@ -45,6 +45,19 @@ impl Verdict {
 pub struct StreamInfo {
     pub size: Size,
     pub fps: f64,
+    /// How the frames' YUV values are meant: the clips are marked with it, and boxes drawn in it.
+    pub colorimetry: Colorimetry,
+}
+
+impl StreamInfo {
+    /// A stream of BT.601 limited-range frames (what most cameras send).
+    pub fn new(size: Size, fps: f64) -> Self {
+        Self {
+            size,
+            fps,
+            colorimetry: Colorimetry::default(),
+        }
+    }
 }
 
 /// Items of one stage's output, with the stream's boundaries in order.

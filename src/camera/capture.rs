@@ -19,7 +19,7 @@ use opencv::core::{CV_8UC1, Mat, Scalar, Size};
 use opencv::prelude::*;
 
 use crate::config::CameraSettings;
-use crate::i420::I420Image;
+use crate::i420::{Colorimetry, ColourMatrix, I420Image};
 use crate::stream::StreamInfo;
 
 /// Frame rate assumed when a stream reports none and its first frames' timestamps tell none either.
@@ -133,10 +133,7 @@ impl CameraStream {
         let mut stream = Self {
             pipeline,
             sink,
-            info: StreamInfo {
-                size: Size::new(0, 0),
-                fps: FALLBACK_FPS,
-            },
+            info: StreamInfo::new(Size::new(0, 0), FALLBACK_FPS),
             read_timeout,
             pending: Default::default(),
         };
@@ -160,6 +157,7 @@ impl CameraStream {
             .ok_or_else(|| CaptureError::Gst("no caps".into()))?;
         let video = VideoInfo::from_caps(caps)?;
         stream.info.size = Size::new(video.width() as i32, video.height() as i32);
+        stream.info.colorimetry = colorimetry(&video);
         if stream.info.size.width % 2 != 0 || stream.info.size.height % 2 != 0 {
             return Err(CaptureError::OddSize(stream.info.size));
         }
@@ -271,7 +269,9 @@ impl CameraStream {
                 }
             }
         }
-        Ok(I420Image::from_packed(size, planes)?)
+        let mut image = I420Image::from_packed(size, planes)?;
+        image.set_colorimetry(colorimetry(&video));
+        Ok(image)
     }
 }
 
@@ -304,6 +304,18 @@ fn by_name(pipeline: &gst::Pipeline, name: &str) -> Result<gst::Element, Capture
     pipeline
         .by_name(name)
         .ok_or_else(|| CaptureError::Gst(format!("no element {name}")))
+}
+
+/// The stream's matrix and range as the decoder reports them (BT.601 for anything but BT.709).
+fn colorimetry(video: &VideoInfo) -> Colorimetry {
+    let colorimetry = video.colorimetry();
+    Colorimetry {
+        matrix: match colorimetry.matrix() {
+            gstreamer_video::VideoColorMatrix::Bt709 => ColourMatrix::Bt709,
+            _ => ColourMatrix::Bt601,
+        },
+        full_range: colorimetry.range() == gstreamer_video::VideoColorRange::Range0_255,
+    }
 }
 
 /// A URL's user or password as typed (`p%40ss` is `p@ss`; a `+` stays a plus).

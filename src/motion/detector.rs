@@ -281,10 +281,7 @@ mod tests {
     }
 
     fn masked_detector(min_area: f64, mask: &str) -> MotionDetector {
-        let info = StreamInfo {
-            size: Size::new(1280, 720),
-            fps: 15.0,
-        };
+        let info = StreamInfo::new(Size::new(1280, 720), 15.0);
         let settings = MotionSettings {
             min_area,
             mask: crate::motion::MotionMask::parse(mask).unwrap(),
@@ -428,7 +425,7 @@ mod tests {
                 imgproc::INTER_LINEAR,
             )
             .unwrap();
-            let info = StreamInfo { size, fps: 5.0 };
+            let info = StreamInfo::new(size, 5.0);
             let settings = MotionSettings {
                 min_area: 5000.0,
                 mask: crate::motion::MotionMask::default(),

@@ -60,10 +60,7 @@ impl MotionStage {
             StreamEvent::Started(info) => {
                 self.stride = detection_stride(info.fps);
                 // The detector sees only the analysed frames: its rate is theirs.
-                let analysed = StreamInfo {
-                    size: info.size,
-                    fps: info.fps / self.stride as f64,
-                };
+                let analysed = StreamInfo::new(info.size, info.fps / self.stride as f64);
                 self.detector = Some(MotionDetector::new(&self.settings, analysed)?);
                 self.frames = 0;
                 self.moving_frames = 0;
@@ -160,10 +157,7 @@ mod tests {
             mask: MotionMask::default(),
             min_frames,
         });
-        let info = StreamInfo {
-            size: Size::new(1280, 720),
-            fps,
-        };
+        let info = StreamInfo::new(Size::new(1280, 720), fps);
         assert!(matches!(
             stage.handle(StreamEvent::Started(info)).unwrap(),
             StreamEvent::Started(_)

@@ -3,7 +3,7 @@
 use opencv::core::{Rect, Scalar, Size};
 use opencv::imgproc;
 
-use crate::i420::{I420Image, bgr_to_yuv};
+use crate::i420::I420Image;
 
 /// The annotation colour, BGR green, as the original service drew it.
 pub const BOX_BGR: [u8; 3] = [0, 255, 0];
@@ -19,7 +19,10 @@ pub fn draw_boxes(image: &mut I420Image, boxes: &[Rect]) -> opencv::Result<()> {
         return Ok(());
     }
     let size = image.size();
-    let [y, u, v] = bgr_to_yuv(BOX_BGR).map(|c| Scalar::all(f64::from(c)));
+    let [y, u, v] = image
+        .colorimetry()
+        .yuv_of(BOX_BGR)
+        .map(|c| Scalar::all(f64::from(c)));
     let mut planes = image.planes_mut()?;
     for rect in boxes.iter().filter_map(|rect| on_even_edges(*rect, size)) {
         for band in outline(rect, BOX_THICKNESS) {
@@ -62,7 +65,7 @@ mod tests {
 
     #[test]
     fn boxes_are_drawn_green_on_their_outline_only() {
-        let grey = bgr_to_yuv([80, 80, 80]);
+        let grey = crate::i420::Colorimetry::default().yuv_of([80, 80, 80]);
         let mut image = I420Image::filled(Size::new(160, 120), grey).unwrap();
         // Odd edges: every outline pixel is still wholly green.
         draw_boxes(&mut image, &[Rect::new(11, 9, 99, 101)]).unwrap();

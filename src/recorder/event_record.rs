@@ -166,11 +166,15 @@ fn rfc3339(at: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::i420::bgr_to_yuv;
+    use crate::i420::Colorimetry;
     use opencv::core::Size;
 
     fn image(value: f64) -> I420Image {
-        I420Image::filled(Size::new(160, 90), bgr_to_yuv([value as u8; 3])).unwrap()
+        I420Image::filled(
+            Size::new(160, 90),
+            Colorimetry::default().yuv_of([value as u8; 3]),
+        )
+        .unwrap()
     }
 
     #[test]

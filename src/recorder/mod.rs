@@ -159,10 +159,9 @@ impl Recorder {
         if let Err(e) = drained {
             error!(clip = %clip, error = %e, "frames lost while closing the clip");
         }
-        let stream = self.stream.unwrap_or(StreamInfo {
-            size: open.writer.size(),
-            fps: 0.0,
-        });
+        let stream = self
+            .stream
+            .unwrap_or(StreamInfo::new(open.writer.size(), 0.0));
         let frame_interval = if stream.fps > 0.0 {
             Duration::from_secs_f64(1.0 / stream.fps)
         } else {
@@ -321,12 +320,11 @@ impl Recorder {
                 clip: name.blob_name(),
                 source,
             })?;
-        let writer = ClipWriter::create(&path, stream.size, stream.fps).map_err(|source| {
-            RecorderError::Writer {
+        let writer = ClipWriter::create(&path, stream.size, stream.fps, stream.colorimetry)
+            .map_err(|source| RecorderError::Writer {
                 clip: name.blob_name(),
                 source,
-            }
-        });
+            });
         let writer = match writer {
             Ok(writer) => writer,
             Err(e) => {
@@ -611,10 +609,7 @@ mod tests {
     }
 
     fn started() -> StreamEvent<Verdict> {
-        StreamEvent::Started(StreamInfo {
-            size: Size::new(160, 120),
-            fps: FPS,
-        })
+        StreamEvent::Started(StreamInfo::new(Size::new(160, 120), FPS))
     }
 
     #[test]
@@ -674,10 +669,7 @@ mod tests {
     fn continuous_motion_gives_back_to_back_clips_that_hold_every_frame() {
         let (_dir, spool, mut recorder) = recorder_of_2s_clips();
         let mut clips = Vec::new();
-        let started = StreamEvent::Started(StreamInfo {
-            size: Size::new(160, 120),
-            fps: FPS,
-        });
+        let started = StreamEvent::Started(StreamInfo::new(Size::new(160, 120), FPS));
         clips.extend(recorder.handle(started).unwrap());
         for seq in 0..75 {
             clips.extend(recorder.handle(verdict(seq, true)).unwrap());
@@ -716,10 +708,10 @@ mod tests {
         let (_dir, spool, mut recorder) = recorder_of_2s_clips();
         assert!(recorder.handle(verdict(0, true)).unwrap().is_none());
         recorder
-            .handle(StreamEvent::Started(StreamInfo {
-                size: Size::new(160, 120),
-                fps: FPS,
-            }))
+            .handle(StreamEvent::Started(StreamInfo::new(
+                Size::new(160, 120),
+                FPS,
+            )))
             .unwrap();
         for seq in 1..40 {
             assert!(recorder.handle(verdict(seq, false)).unwrap().is_none());

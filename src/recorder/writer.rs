@@ -8,9 +8,8 @@
 //! The encoder takes the frames' I420 planes as the camera's decoder made them: no conversion (BGR frames
 //! had to be converted back, which cost more than detection). The planes are handed over as a one-channel
 //! image (the three planes one after the other, 1.5 x the height), which `rawvideoparse` turns back into
-//! I420 of the real size, marked BT.601 (`videoconvert` marked HD clips BT.709, which OpenCV-based players
-//! decoded with a slight colour cast). H.264 in 4:2:0 needs even sides; x264 always refused odd ones,
-//! now `create` says so.
+//! I420 of the real size, marked with the camera's colorimetry (its matrix and range: the values are the
+//! camera's own). H.264 in 4:2:0 needs even sides; x264 always refused odd ones, now `create` says so.
 
 use std::path::Path;
 
@@ -18,7 +17,7 @@ use opencv::core::Size;
 use opencv::prelude::*;
 use opencv::videoio::{self, VideoWriter};
 
-use crate::i420::I420Image;
+use crate::i420::{Colorimetry, I420Image};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriterError {
@@ -47,7 +46,12 @@ pub struct ClipWriter {
 
 impl ClipWriter {
     /// Creates `path` for frames of `size` at `fps`.
-    pub fn create(path: &Path, size: Size, fps: f64) -> Result<Self, WriterError> {
+    pub fn create(
+        path: &Path,
+        size: Size,
+        fps: f64,
+        colorimetry: Colorimetry,
+    ) -> Result<Self, WriterError> {
         let location = path.to_string_lossy();
         if location.contains('"') {
             return Err(WriterError::UnsupportedPath(location.into_owned()));
@@ -63,12 +67,13 @@ impl ClipWriter {
         let pipeline = format!(
             "appsrc ! rawvideoparse use-sink-caps=false format=i420 width={w} height={h} \
              plane-strides=\"<{w},{half},{half}>\" plane-offsets=\"<0,{luma},{v}>\" \
-             framerate={num}/{den} colorimetry=bt601 \
+             framerate={num}/{den} colorimetry={colorimetry} \
              ! x264enc speed-preset=ultrafast tune=zerolatency key-int-max={key_interval} \
                pass=qual quantizer={QUALITY} bitrate={MAX_KBITS} \
              ! video/x-h264,profile=constrained-baseline ! h264parse \
              ! mp4mux fragment-duration=1000 ! filesink buffer-mode=unbuffered location=\"{location}\"",
             half = w / 2,
+            colorimetry = colorimetry.gst_name(),
             v = luma + chroma,
         );
         // One channel, 1.5 x the height: the Y, U and V planes one after the other.
@@ -152,7 +157,7 @@ mod tests {
             )
             .unwrap();
             let image = I420Image::from_bgr(&image).unwrap();
-            let mut writer = ClipWriter::create(&path, size, 15.0).unwrap();
+            let mut writer = ClipWriter::create(&path, size, 15.0, Colorimetry::default()).unwrap();
             for _ in 0..20 {
                 writer.write(&image).unwrap();
             }
@@ -183,12 +188,57 @@ mod tests {
         }
     }
 
+    /// A full-range BT.709 camera's clip says so (players would otherwise stretch its range again: washed
+    /// out blacks and clipped whites).
+    #[test]
+    fn clips_are_marked_with_the_cameras_colorimetry() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = Size::new(320, 240);
+        let cases = [
+            (Colorimetry::default(), "tv,smpte170m"),
+            (
+                Colorimetry {
+                    matrix: crate::i420::ColourMatrix::Bt709,
+                    full_range: true,
+                },
+                "pc,bt709",
+            ),
+        ];
+        for (colorimetry, marked) in cases {
+            let path = dir.path().join(format!("{}.mp4", colorimetry.gst_name()));
+            let image = I420Image::filled(size, colorimetry.yuv_of([40, 60, 80])).unwrap();
+            let mut writer = ClipWriter::create(&path, size, 15.0, colorimetry).unwrap();
+            for _ in 0..5 {
+                writer.write(&image).unwrap();
+            }
+            writer.finish().unwrap();
+            let probe = std::process::Command::new("ffprobe")
+                .args(["-v", "error", "-select_streams", "v:0"])
+                .args([
+                    "-show_entries",
+                    "stream=color_space,color_range",
+                    "-of",
+                    "csv=p=0",
+                ])
+                .arg(&path)
+                .output()
+                .expect("ffprobe (scripts/setup.sh installs ffmpeg)");
+            let probed = String::from_utf8_lossy(&probe.stdout);
+            assert_eq!(probed.trim(), marked, "{colorimetry:?}");
+        }
+    }
+
     #[test]
     fn odd_sizes_are_refused_with_a_reason() {
         let dir = tempfile::tempdir().unwrap();
-        let error = ClipWriter::create(&dir.path().join("odd.mp4"), Size::new(641, 360), 15.0)
-            .err()
-            .unwrap();
+        let error = ClipWriter::create(
+            &dir.path().join("odd.mp4"),
+            Size::new(641, 360),
+            15.0,
+            Colorimetry::default(),
+        )
+        .err()
+        .unwrap();
         assert!(error.to_string().contains("641x360"), "{error}");
     }
 }
