@@ -31,8 +31,8 @@ FROM ${DEBIAN_IMAGE}
 #   links libGLX (OpenGL interop), whose package depends on Mesa's GPU drivers and LLVM (160 MB) that a headless
 #   service never loads: an empty package providing libglx-mesa0 stands in for them.
 # - GStreamer, for the camera rtspsrc ! decodebin (avdec_h264/h265) ! videoconvert ! appsink and the clip
-#   writer appsrc ! rawvideoparse ! x264enc ! h264parse ! mp4mux ! filesink: -base (decodebin, appsrc,
-#   appsink, videoconvert, rawvideoparse), -libav (the decoders) and -ugly (x264enc) as packages; rtspsrc
+#   writer appsrc ! x264enc ! h264parse ! mp4mux ! filesink: -base (decodebin, appsrc, appsink,
+#   videoconvert), -libav (the decoders) and -ugly (x264enc) as packages; rtspsrc
 #   with its RTP plugins, mp4mux and h264parse are plugins out of -good and -bad, whose other plugins pull
 #   GTK, Qt and more (175 MB), so only those files (and h264parse's codec parser library) are taken from the
 #   same packages, at the same versions.

@@ -97,7 +97,7 @@ pub fn run(mode: BenchMode, video: &Path, motion: MotionSettings) -> anyhow::Res
             }
             if let Some(writer) = writer.as_mut() {
                 draw_boxes(&mut verdict.frame.image, &verdict.boxes)?;
-                writer.write(&verdict.frame.image)?;
+                writer.write(verdict.frame.image)?;
             }
         }
     }

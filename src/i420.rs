@@ -148,9 +148,30 @@ impl I420Image {
         self.luma_len() * 3 / 2
     }
 
-    /// The packed planes, as the encoder takes them.
-    pub fn packed(&self) -> &Mat {
-        &self.planes
+    /// The packed planes, given up to the encoder.
+    pub fn into_packed(self) -> Mat {
+        self.planes
+    }
+
+    /// A copy (the snapshot keeps one frame while the clip's frames go on to the encoder).
+    pub fn try_clone(&self) -> opencv::Result<Self> {
+        Ok(Self {
+            planes: self.planes.try_clone()?,
+            ..*self
+        })
+    }
+
+    /// Packed planes for a picture of `size`, to be written whole by `fill` (a decoded frame's rows):
+    /// the bytes are not zeroed first, which cost as much as the copy itself.
+    pub fn from_writer(size: Size, fill: impl FnOnce(&mut [u8])) -> opencv::Result<Self> {
+        check_even(size)?;
+        let mut planes = Mat::default();
+        // SAFETY: `create` allocates heap bytes without initialising them (the memory comes from
+        // OpenCV's allocator, so it holds some values, never undefined ones for u8); `fill` overwrites
+        // all of them before the image is used.
+        unsafe { planes.create_rows_cols(size.height * 3 / 2, size.width, CV_8UC1)? };
+        fill(planes.data_bytes_mut()?);
+        Self::from_packed(size, planes)
     }
 
     /// The Y plane: the picture in grey, without a copy.

@@ -15,8 +15,7 @@ use gstreamer::prelude::*;
 use gstreamer_app::AppSink;
 use gstreamer_video::prelude::*;
 use gstreamer_video::{VideoFrameRef, VideoInfo};
-use opencv::core::{CV_8UC1, Mat, Scalar, Size};
-use opencv::prelude::*;
+use opencv::core::Size;
 
 use crate::config::CameraSettings;
 use crate::i420::{Colorimetry, ColourMatrix, I420Image};
@@ -244,32 +243,27 @@ impl CameraStream {
             .ok_or_else(|| CaptureError::Gst("a sample without a buffer".into()))?;
         let frame = VideoFrameRef::from_buffer_ref_readable(buffer, &video)
             .map_err(|_| CaptureError::Gst("cannot map a decoded frame".into()))?;
-        let mut planes = Mat::new_rows_cols_with_default(
-            size.height * 3 / 2,
-            size.width,
-            CV_8UC1,
-            Scalar::all(0.0),
-        )?;
+        let (w, h) = (size.width as usize, size.height as usize);
+        let mut planes = Vec::with_capacity(3);
+        for (plane, shape) in [(w, h), (w / 2, h / 2), (w / 2, h / 2)]
+            .into_iter()
+            .enumerate()
         {
-            let out = planes.data_bytes_mut()?;
-            let (w, h) = (size.width as usize, size.height as usize);
+            let data = frame
+                .plane_data(plane as u32)
+                .map_err(|e| CaptureError::Gst(e.to_string()))?;
+            planes.push((data, frame.plane_stride()[plane] as usize, shape));
+        }
+        let mut image = I420Image::from_writer(size, |out| {
             let mut offset = 0;
-            for (plane, (width, height)) in [(w, h), (w / 2, h / 2), (w / 2, h / 2)]
-                .into_iter()
-                .enumerate()
-            {
-                let data = frame
-                    .plane_data(plane as u32)
-                    .map_err(|e| CaptureError::Gst(e.to_string()))?;
-                let stride = frame.plane_stride()[plane] as usize;
+            for (data, stride, (width, height)) in planes {
                 for row in 0..height {
                     let from = row * stride;
                     out[offset..offset + width].copy_from_slice(&data[from..from + width]);
                     offset += width;
                 }
             }
-        }
-        let mut image = I420Image::from_packed(size, planes)?;
+        })?;
         image.set_colorimetry(colorimetry(&video));
         Ok(image)
     }

@@ -67,18 +67,18 @@ impl EventTracker {
         }
     }
 
-    /// Notes a written frame (boxes already drawn on `image`). Returns the image back unless it became
-    /// the snapshot candidate, which keeps it without a copy.
+    /// Notes a frame about to be written (boxes already drawn on `image`). A copy of it is kept when it
+    /// is the best snapshot so far (the frames themselves go on to the encoder).
     pub fn on_frame(
         &mut self,
         pts: Duration,
         wall: SystemTime,
         boxes: &[Rect],
-        image: I420Image,
-    ) -> Option<I420Image> {
+        image: &I420Image,
+    ) -> opencv::Result<()> {
         let (first_pts, _) = *self.first.get_or_insert((pts, wall));
         if boxes.is_empty() {
-            return Some(image);
+            return Ok(());
         }
         let t = pts.saturating_sub(first_pts);
         self.samples.push(MotionSample {
@@ -93,10 +93,14 @@ impl EventTracker {
             .map(|b| i64::from(b.width) * i64::from(b.height))
             .sum();
         if self.best.as_ref().is_some_and(|best| best.area >= area) {
-            return Some(image);
+            return Ok(());
         }
-        self.best = Some(BestFrame { area, at: t, image });
-        None
+        self.best = Some(BestFrame {
+            area,
+            at: t,
+            image: image.try_clone()?,
+        });
+        Ok(())
     }
 
     /// The snapshot as JPEG, if any frame had motion.
@@ -193,7 +197,7 @@ mod tests {
             (4000, vec![Rect::new(0, 0, 20, 20)], 40.0),
         ] {
             let (pts, wall) = at(ms);
-            tracker.on_frame(pts, wall, &boxes, image(value));
+            tracker.on_frame(pts, wall, &boxes, &image(value)).unwrap();
         }
         let jpeg = tracker.snapshot_jpeg().unwrap().expect("a snapshot");
         let decoded =

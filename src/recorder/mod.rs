@@ -453,8 +453,10 @@ fn write_frame(open: &mut OpenClip, verdict: Verdict) -> Result<(), RecorderErro
         boxes.clear();
     }
     draw_boxes(&mut image, &boxes)?;
+    open.event
+        .on_frame(frame.at.pts, frame.at.wall, &boxes, &image)?;
     open.writer
-        .write(&image)
+        .write(image)
         .map_err(|source| RecorderError::Writer {
             clip: open.name.blob_name(),
             source,
@@ -463,8 +465,6 @@ fn write_frame(open: &mut OpenClip, verdict: Verdict) -> Result<(), RecorderErro
     open.boxes += boxes.len() as u64;
     open.first.get_or_insert(frame.at);
     open.last = frame.at;
-    open.event
-        .on_frame(frame.at.pts, frame.at.wall, &boxes, image);
     Ok(())
 }
 
