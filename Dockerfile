@@ -27,7 +27,8 @@ RUN case "${TARGETARCH}/${TARGETVARIANT}" in \
 
 FROM ${DEBIAN_IMAGE}
 # Runtime libraries, and nothing the binary never loads (the image was 792 MB with the plain packages):
-# - OpenCV: the four libraries the binary links (objdump -p: NEEDED). Their core
+# - OpenCV: the three libraries the binary links (objdump -p: NEEDED; video brings dnn, calib3d and
+#   features2d; videoio and imgcodecs, with GDAL and the rest, are not linked any more). Their core
 #   links libGLX (OpenGL interop), whose package depends on Mesa's GPU drivers and LLVM (160 MB) that a headless
 #   service never loads: an empty package providing libglx-mesa0 stands in for them.
 # - GStreamer, for the camera rtspsrc ! decodebin (avdec_h264/h265) ! videoconvert ! appsink and the clip
@@ -47,7 +48,7 @@ RUN set -eu \
  && dpkg -i /tmp/headless.deb \
  && apt-get update \
  && apt-get install -y --no-install-recommends \
-      libopencv-core406 libopencv-imgproc406 libopencv-video406 libopencv-videoio406 \
+      libopencv-core406 libopencv-imgproc406 libopencv-video406 \
       gstreamer1.0-plugins-base gstreamer1.0-plugins-ugly gstreamer1.0-libav \
  && chown _apt /tmp/debs && cd /tmp/debs \
  && apt-get download gstreamer1.0-plugins-good gstreamer1.0-plugins-bad libgstreamer-plugins-bad1.0-0 \

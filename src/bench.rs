@@ -2,7 +2,9 @@
 //! process (CPU seconds from getrusage, so every thread counts; peak resident memory). `scripts/bench.sh`
 //! runs each mode in its own process, side by side, and prints the ratios (docs/PERFORMANCE.md).
 //!
-//! Modes: `decode` (OpenCV reads every frame, nothing else: the floor the ratios are taken against),
+//! Modes: `decode` (OpenCV reads every frame, nothing else: the floor the ratios are taken against; run
+//! by the `dachavideo-decode-floor` binary next to this one, so that the service itself does not link
+//! OpenCV's videoio),
 //! `detect` (the service's decoding, GStreamer to I420, + motion detection: the cost while nothing
 //! happens), `record` (decode + detection + boxes + H.264 encoding of every frame: the cost while
 //! recording).
@@ -11,10 +13,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use opencv::core::{Mat, Size};
-use opencv::prelude::*;
-use opencv::videoio::{self, VideoCapture};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::camera::{CameraStream, CaptureError};
 use crate::config::MotionSettings;
@@ -22,7 +21,7 @@ use crate::motion::MotionStage;
 use crate::recorder::{ClipWriter, draw_boxes};
 use crate::stream::{Frame, StreamEvent, StreamInfo, Timestamp};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BenchMode {
     Decode,
@@ -31,7 +30,7 @@ pub enum BenchMode {
 }
 
 /// One measurement, printed as a JSON line.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct BenchReport {
     pub video: String,
     pub mode: BenchMode,
@@ -53,7 +52,7 @@ pub struct BenchReport {
 
 pub fn run(mode: BenchMode, video: &Path, motion: MotionSettings) -> anyhow::Result<BenchReport> {
     if mode == BenchMode::Decode {
-        return decode_with_opencv(video);
+        return decode_floor(video);
     }
     let mut source = CameraStream::open_file(video)
         .with_context(|| format!("{}: cannot open as a video", video.display()))?;
@@ -112,37 +111,42 @@ pub fn run(mode: BenchMode, video: &Path, motion: MotionSettings) -> anyhow::Res
     Ok(report)
 }
 
-/// The floor: OpenCV's FFmpeg capture reads every frame (into BGR, as OpenCV always does), nothing else.
-fn decode_with_opencv(video: &Path) -> anyhow::Result<BenchReport> {
-    let mut capture = VideoCapture::from_file(video, videoio::CAP_FFMPEG)
-        .with_context(|| format!("opening {}", video.display()))?;
-    if !capture.is_opened()? {
-        bail!("{}: cannot open as a video", video.display());
+/// The binary that measures the floor (built with this one: `cargo build --release` builds both).
+pub const DECODE_FLOOR_BIN: &str = "dachavideo-decode-floor";
+
+/// The floor, measured in a process of its own: the `dachavideo-decode-floor` binary next to this one.
+fn decode_floor(video: &Path) -> anyhow::Result<BenchReport> {
+    let this = std::env::current_exe().context("the path of this binary")?;
+    let floor = this.with_file_name(DECODE_FLOOR_BIN);
+    let output = std::process::Command::new(&floor)
+        .arg(video)
+        .output()
+        .with_context(|| {
+            format!(
+                "running {} (built by `cargo build --release` next to dachavideo)",
+                floor.display()
+            )
+        })?;
+    if !output.status.success() {
+        bail!(
+            "{}: {}",
+            floor.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
-    let info = StreamInfo::new(
-        Size::new(
-            capture.get(videoio::CAP_PROP_FRAME_WIDTH)? as i32,
-            capture.get(videoio::CAP_PROP_FRAME_HEIGHT)? as i32,
-        ),
-        capture.get(videoio::CAP_PROP_FPS)?,
-    );
-    let measure = Measurement::start();
-    let (mut frames, mut image) = (0_u64, Mat::default());
-    while capture.read(&mut image)? && !image.empty() {
-        frames += 1;
-    }
-    Ok(measure.report(video, BenchMode::Decode, info, frames))
+    serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("the report of {}", floor.display()))
 }
 
 /// Resources used from `start` to `report`.
-struct Measurement {
+pub struct Measurement {
     cpu_seconds: f64,
     minor_faults: u64,
     started: Instant,
 }
 
 impl Measurement {
-    fn start() -> Self {
+    pub fn start() -> Self {
         Self {
             cpu_seconds: cpu_seconds(),
             minor_faults: minor_faults(),
@@ -150,7 +154,13 @@ impl Measurement {
         }
     }
 
-    fn report(&self, video: &Path, mode: BenchMode, info: StreamInfo, frames: u64) -> BenchReport {
+    pub fn report(
+        &self,
+        video: &Path,
+        mode: BenchMode,
+        info: StreamInfo,
+        frames: u64,
+    ) -> BenchReport {
         let wall_seconds = self.started.elapsed().as_secs_f64();
         BenchReport {
             video: video.display().to_string(),

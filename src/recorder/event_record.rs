@@ -3,15 +3,24 @@
 
 use std::time::{Duration, SystemTime};
 
-use opencv::core::{Rect, Vector};
-use opencv::imgcodecs;
+use opencv::core::Rect;
 use opencv::prelude::*;
 use serde::Serialize;
 
 use crate::i420::I420Image;
 
 /// JPEG quality of the snapshot: small enough for a phone preview, sharp enough to tell who it is.
-const SNAPSHOT_JPEG_QUALITY: i32 = 85;
+const SNAPSHOT_JPEG_QUALITY: u8 = 85;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("converting the frame: {0}")]
+    OpenCv(#[from] opencv::Error),
+    #[error("encoding the JPEG: {0}")]
+    Jpeg(#[from] jpeg_encoder::EncodingError),
+    #[error("a frame of {0}x{1} is too large for a JPEG")]
+    TooLarge(i32, i32),
+}
 
 /// The event record, as uploaded (`<stem>.json` beside `<stem>.mp4`).
 #[derive(Debug, Clone, Serialize)]
@@ -103,15 +112,26 @@ impl EventTracker {
         Ok(())
     }
 
-    /// The snapshot as JPEG, if any frame had motion.
-    pub fn snapshot_jpeg(&self) -> opencv::Result<Option<Vec<u8>>> {
+    /// The snapshot as JPEG, if any frame had motion (encoded with the `jpeg-encoder` crate: OpenCV's
+    /// imgcodecs would pull GDAL and dozens more libraries into the service).
+    pub fn snapshot_jpeg(&self) -> Result<Option<Vec<u8>>, SnapshotError> {
         let Some(best) = &self.best else {
             return Ok(None);
         };
-        let mut jpeg = Vector::<u8>::new();
-        let params = Vector::from_slice(&[imgcodecs::IMWRITE_JPEG_QUALITY, SNAPSHOT_JPEG_QUALITY]);
-        imgcodecs::imencode(".jpg", &best.image.to_bgr()?, &mut jpeg, &params)?;
-        Ok(Some(jpeg.to_vec()))
+        let size = best.image.size();
+        let (Ok(width), Ok(height)) = (u16::try_from(size.width), u16::try_from(size.height))
+        else {
+            return Err(SnapshotError::TooLarge(size.width, size.height));
+        };
+        let bgr = best.image.to_bgr()?;
+        let mut jpeg = Vec::new();
+        jpeg_encoder::Encoder::new(&mut jpeg, SNAPSHOT_JPEG_QUALITY).encode(
+            bgr.data_bytes()?,
+            width,
+            height,
+            jpeg_encoder::ColorType::Bgr,
+        )?;
+        Ok(Some(jpeg))
     }
 
     /// The record, once the clip is closed.
@@ -171,7 +191,8 @@ fn rfc3339(at: SystemTime) -> String {
 mod tests {
     use super::*;
     use crate::i420::Colorimetry;
-    use opencv::core::Size;
+    use opencv::core::{Size, Vector};
+    use opencv::imgcodecs;
 
     fn image(value: f64) -> I420Image {
         I420Image::filled(

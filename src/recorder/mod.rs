@@ -471,18 +471,18 @@ fn write_frame(open: &mut OpenClip, verdict: Verdict) -> Result<(), RecorderErro
 /// Decodes a clip file to the end: how many frames it holds, and how long they last. For recordings a
 /// crash left behind, to tell a salvageable file from a broken one.
 pub fn inspect_clip(path: &std::path::Path) -> Result<ClipFacts, String> {
-    use opencv::prelude::*;
-    use opencv::videoio::{self, VideoCapture};
-    let mut capture =
-        VideoCapture::from_file(path, videoio::CAP_FFMPEG).map_err(|e| e.to_string())?;
-    if !capture.is_opened().map_err(|e| e.to_string())? {
-        return Err("not a readable video".into());
-    }
-    let fps = capture.get(videoio::CAP_PROP_FPS).unwrap_or_default();
+    use crate::camera::{CameraStream, CaptureError};
+    let mut stream = CameraStream::open_file(path).map_err(|e| e.to_string())?;
+    let fps = stream.info().fps;
     let mut frames = 0_u64;
-    let mut image = opencv::core::Mat::default();
-    while capture.read(&mut image).unwrap_or(false) && !image.empty() {
-        frames += 1;
+    loop {
+        match stream.read() {
+            Ok(_) => frames += 1,
+            Err(CaptureError::Ended) => break,
+            // A file cut off mid-fragment: readable up to its last whole fragment.
+            Err(_) if frames > 0 => break,
+            Err(e) => return Err(e.to_string()),
+        }
     }
     let seconds = if fps > 0.0 { frames as f64 / fps } else { 0.0 };
     Ok(ClipFacts {
