@@ -56,12 +56,19 @@ elif [ "${BENCH_PERF:-}" = 1 ]; then
   command -v perf >/dev/null || apt-get install -y -qq linux-perf >/dev/null 2>&1 || true
   if perf stat -x, -e instructions true 2>&1 | grep -q '^[0-9]'; then COUNT=perf; else echo "bench: perf cannot count instructions here"; fi
 fi
+# The command of one measurement. The floor (decode only, OpenCV) is a binary of its own beside dachavideo
+# (`dachavideo bench decode` runs it too; called directly so that callgrind and perf count its process).
+FLOOR=$(dirname "$BIN")/dachavideo-decode-floor
+command_of() { # mode video -> CMD
+  if [ "$1" = decode ] && [ -x "$FLOOR" ]; then CMD=("$FLOOR" "$2"); else CMD=("$BIN" bench "$1" "$2"); fi
+}
 # Instructions of one run (all threads).
 instructions() { # mode video
+  command_of "$1" "$2"
   case $COUNT in
-    callgrind) valgrind --tool=callgrind --callgrind-out-file=/dev/null "$BIN" bench "$1" "$2" 2>&1 >/dev/null \
+    callgrind) valgrind --tool=callgrind --callgrind-out-file=/dev/null "${CMD[@]}" 2>&1 >/dev/null \
                  | awk '/Collected/ {print $4}' ;;
-    perf) perf stat -x, -e instructions -- "$BIN" bench "$1" "$2" 2>&1 >/dev/null | awk -F, '/instructions/ {print $1}' ;;
+    perf) perf stat -x, -e instructions -- "${CMD[@]}" 2>&1 >/dev/null | awk -F, '/instructions/ {print $1}' ;;
   esac
 }
 one_frame() { # name width height fps: the start-up cost of a run, to subtract
@@ -79,7 +86,8 @@ for spec in "720p15 1280 720 15" "1080p30 1920 1080 30"; do
     video=$(make_video "$1-$kind" "$2" "$3" "$4" "$kind")
     for mode in decode detect record; do
       for run in $(seq "$REPEAT"); do
-        line=$("$BIN" bench "$mode" "$video" 2>/dev/null)
+        command_of "$mode" "$video"
+        line=$("${CMD[@]}" 2>/dev/null)
         per_frame=null
         if [ -n "$COUNT" ] && [ "$run" = 1 ] && [ "$kind" != lighting ]; then
           total=$(instructions "$mode" "$video"); base=$(instructions "$mode" "$startup")
