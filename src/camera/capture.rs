@@ -95,17 +95,13 @@ impl CameraStream {
             "rtspsrc name=source protocols=tcp latency={RTSP_LATENCY_MS} ! {DECODE}"
         ))?;
         let source = by_name(&pipeline, "source")?;
-        let mut location = url::Url::parse(settings.url.expose())
+        let url = super::credentials::split(settings.url.expose())
             .map_err(|e| CaptureError::Gst(format!("the camera URL: {e}")))?;
-        let user = percent_decoded(location.username());
-        let password = location.password().map(percent_decoded);
-        let _ = location.set_username("");
-        let _ = location.set_password(None);
-        source.set_property("location", location.as_str());
-        if !user.is_empty() {
-            source.set_property("user-id", user.as_str());
+        source.set_property("location", url.address.as_str());
+        if !url.user.is_empty() {
+            source.set_property("user-id", url.user.as_str());
         }
-        if let Some(password) = password {
+        if let Some(password) = url.password {
             source.set_property("user-pw", password.as_str());
         }
         Self::start(pipeline, settings.open_timeout, settings.read_timeout)
@@ -312,13 +308,6 @@ fn colorimetry(video: &VideoInfo) -> Colorimetry {
     }
 }
 
-/// A URL's user or password as typed (`p%40ss` is `p@ss`; a `+` stays a plus).
-fn percent_decoded(text: &str) -> String {
-    percent_encoding::percent_decode_str(text)
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
 /// Frames a second from the first frames' timestamps (the median interval), for a stream that does not
 /// state its rate.
 fn rate_from_timestamps(timestamps: &[Option<gst::ClockTime>]) -> f64 {
@@ -354,11 +343,5 @@ mod tests {
         );
         assert_eq!(rate_from_timestamps(&[at(0), None]), FALLBACK_FPS);
         assert_eq!(rate_from_timestamps(&[at(0), at(0)]), FALLBACK_FPS);
-    }
-
-    #[test]
-    fn credentials_are_percent_decoded() {
-        assert_eq!(percent_decoded("p%40ss%3Aword"), "p@ss:word");
-        assert_eq!(percent_decoded("a+b"), "a+b");
     }
 }

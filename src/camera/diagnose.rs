@@ -6,20 +6,18 @@
 use std::time::Duration;
 
 use retina::client::{Credentials, Session, SessionOptions};
-use url::Url;
 
 use crate::config::CameraUrl;
 
 /// A one-line cause, or `None` when the camera answers DESCRIBE fine (the problem is elsewhere).
 pub fn diagnose(url: &CameraUrl, timeout: Duration) -> Option<String> {
-    let mut address = Url::parse(url.expose()).ok()?;
-    let creds = address.password().map(|password| Credentials {
-        username: address.username().to_string(),
-        password: password.to_string(),
+    // The URL retina sees (and may print in errors) carries no credentials; they go as typed.
+    let split = super::credentials::split(url.expose()).ok()?;
+    let creds = split.password.map(|password| Credentials {
+        username: split.user,
+        password,
     });
-    // The URL retina sees (and may print in errors) carries no credentials.
-    let _ = address.set_username("");
-    let _ = address.set_password(None);
+    let address = split.address;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -7,6 +7,7 @@
 //! detector is behind, and the queued frames are older); stream boundaries are always delivered.
 
 mod capture;
+mod credentials;
 mod diagnose;
 
 use std::time::Instant;
