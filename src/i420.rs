@@ -5,7 +5,7 @@
 //! image, the boxes are drawn into the planes, and x264 takes the planes as they are. Converting to BGR
 //! and back cost more than detection itself (docs/PERFORMANCE.md); only the snapshot JPEG converts.
 
-use opencv::core::{CV_8UC1, Mat, Scalar, Size};
+use opencv::core::{CV_8UC1, CV_8UC3, Mat, Scalar, Size};
 use opencv::imgproc;
 use opencv::prelude::*;
 
@@ -131,11 +131,37 @@ impl I420Image {
         Self::from_packed(size, planes)
     }
 
-    /// The picture in BGR (for the snapshot JPEG), read as BT.601 limited range: OpenCV knows no other
-    /// (a BT.709 or full-range camera's snapshot is slightly off in saturation or contrast).
+    /// The picture in BGR (for the snapshot JPEG), read in its own colorimetry with the `yuv` crate
+    /// (OpenCV's conversion knows only BT.601 limited range: a full-range camera's snapshot came out
+    /// with crushed blacks and blown whites).
     pub fn to_bgr(&self) -> opencv::Result<Mat> {
-        let mut bgr = Mat::default();
-        imgproc::cvt_color_def(&self.planes, &mut bgr, imgproc::COLOR_YUV2BGR_I420)?;
+        let (w, h) = (self.size.width as u32, self.size.height as u32);
+        let luma_len = self.luma_len();
+        let bytes = self.planes.data_bytes()?;
+        let (y, chroma) = bytes.split_at(luma_len);
+        let (u, v) = chroma.split_at(luma_len / 4);
+        let planar = yuv::YuvPlanarImage {
+            y_plane: y,
+            y_stride: w,
+            u_plane: u,
+            u_stride: w / 2,
+            v_plane: v,
+            v_stride: w / 2,
+            width: w,
+            height: h,
+        };
+        let mut bgr = Mat::new_size_with_default(self.size, CV_8UC3, Scalar::all(0.0))?;
+        let range = if self.colorimetry.full_range {
+            yuv::YuvRange::Full
+        } else {
+            yuv::YuvRange::Limited
+        };
+        let matrix = match self.colorimetry.matrix {
+            ColourMatrix::Bt601 => yuv::YuvStandardMatrix::Bt601,
+            ColourMatrix::Bt709 => yuv::YuvStandardMatrix::Bt709,
+        };
+        yuv::yuv420_to_bgr(&planar, bgr.data_bytes_mut()?, w * 3, range, matrix)
+            .map_err(|e| opencv::Error::new(opencv::core::StsError, format!("I420 to BGR: {e}")))?;
         Ok(bgr)
     }
 
@@ -246,6 +272,36 @@ mod tests {
         assert_eq!(of(ColourMatrix::Bt709, false), [173, 42, 26]);
         assert_eq!(of(ColourMatrix::Bt601, true), [150, 44, 21]);
         assert_eq!(Colorimetry::default().yuv_of([128; 3]), [126, 128, 128]);
+    }
+
+    /// A full-range or BT.709 camera's colours come back as they were (read as BT.601 limited range, as
+    /// OpenCV reads every picture, a full-range grey 40 became 28).
+    #[test]
+    fn pictures_are_read_back_in_their_own_colorimetry() {
+        for colorimetry in [
+            Colorimetry::default(),
+            Colorimetry {
+                matrix: ColourMatrix::Bt709,
+                full_range: true,
+            },
+            Colorimetry {
+                matrix: ColourMatrix::Bt601,
+                full_range: true,
+            },
+        ] {
+            for colour in [[40, 40, 40], [30, 200, 60], [230, 230, 230]] {
+                let mut image =
+                    I420Image::filled(Size::new(32, 16), colorimetry.yuv_of(colour)).unwrap();
+                image.set_colorimetry(colorimetry);
+                let bgr = image.to_bgr().unwrap();
+                let got = bgr.at_2d::<opencv::core::Vec3b>(8, 16).unwrap().0;
+                let close = got
+                    .iter()
+                    .zip(colour)
+                    .all(|(g, c)| (i32::from(*g) - i32::from(c)).abs() <= 3);
+                assert!(close, "{colorimetry:?}: {colour:?} came back as {got:?}");
+            }
+        }
     }
 
     #[test]
