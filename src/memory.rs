@@ -12,7 +12,7 @@
 /// clips, flat at 121-124 MB with two). Call before any other thread exists.
 ///
 /// On 32-bit glibc (armv7, 32-bit Pi OS) also keeps large blocks in the heap. There the mmap threshold
-/// cannot rise above 512 KiB, so every decoded frame (2.7 MB at 720p, 6.2 MB at 1080p) and every buffer
+/// cannot rise above 512 KiB, so every decoded frame (1.4 MB at 720p, 3.1 MB at 1080p) and every buffer
 /// handed to the encoder is a fresh `mmap` and `munmap` with a page fault per 4 KiB page: measured with that
 /// threshold on x86-64, recording 1080p30 took 565 000 page faults instead of 26 000 for 180 frames and 1.4
 /// instead of 0.2 s of system time. Without mmap for blocks (`M_MMAP_MAX` 0) and with one arena (a second
