@@ -106,12 +106,16 @@ fn a_motion_clip_starts_with_the_pre_roll_and_ends_post_roll_after_the_motion() 
 
 #[test]
 fn motion_longer_than_max_clip_continues_in_the_next_clip_without_a_gap() {
+    // POST_ROLL 2 s, not 1: the test camera's box stands at the left edge while the detector learns the
+    // background, so the box is unseen there later (MOG2 took it for background) for about 0.8 s each
+    // time it passes; with MIN_MOTION_FRAMES that outlasted a 1 s post-roll when the pass fell at the
+    // start of a continuation clip (1 run in 3).
     let (azurite, mut camera, mut service) = motion_after(
         2,
         &[
             ("RECORD_MODE", "motion"),
             ("PRE_ROLL", "1s"),
-            ("POST_ROLL", "1s"),
+            ("POST_ROLL", "2s"),
             ("MAX_CLIP", "4s"),
         ],
     );
@@ -129,7 +133,8 @@ fn motion_longer_than_max_clip_continues_in_the_next_clip_without_a_gap() {
         assert!(
             (seconds(first, "seconds") - seconds(first, "pre_roll_seconds") - 4.0).abs()
                 <= 1.5 / FPS,
-            "{first}"
+            "{first}\n{}",
+            service.log()
         );
         assert_eq!(next["pre_roll_seconds"], 0.0, "{next}");
         let gap = (time_of(next, "start") - time_of(first, "end")).as_seconds_f64();
