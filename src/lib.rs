@@ -10,6 +10,7 @@ pub mod camera;
 pub mod check;
 pub mod config;
 pub mod detect;
+pub mod gst_pipeline;
 pub mod health;
 pub mod i420;
 pub mod memory;

@@ -18,6 +18,7 @@ use gstreamer_video::{VideoFrameRef, VideoInfo};
 use opencv::core::Size;
 
 use crate::config::CameraSettings;
+use crate::gst_pipeline;
 use crate::i420::{Colorimetry, ColourMatrix, I420Image};
 use crate::stream::StreamInfo;
 
@@ -56,12 +57,6 @@ pub enum CaptureError {
     Gst(String),
     #[error("OpenCV: {0}")]
     OpenCv(#[from] opencv::Error),
-}
-
-impl From<gst::glib::Error> for CaptureError {
-    fn from(error: gst::glib::Error) -> Self {
-        Self::Gst(error.to_string())
-    }
 }
 
 impl From<gst::glib::BoolError> for CaptureError {
@@ -211,14 +206,7 @@ impl CameraStream {
 
     /// The pipeline's first error, if it reported one.
     fn failure(&self) -> Option<CaptureError> {
-        let bus = self.pipeline.bus()?;
-        let message = bus.pop_filtered(&[gst::MessageType::Error])?;
-        match message.view() {
-            gst::MessageView::Error(error) => {
-                Some(CaptureError::Failed(error.error().message().to_string()))
-            }
-            _ => None,
-        }
+        gst_pipeline::first_error(&self.pipeline).map(CaptureError::Failed)
     }
 
     /// The sample's planes copied into a packed I420 image (the decoder pads rows to its alignment).
@@ -277,10 +265,7 @@ const DECODE: &str = "decodebin ! videoconvert ! video/x-raw,format=I420 \
      ! appsink name=sink sync=false max-buffers=2";
 
 fn launch(description: &str) -> Result<gst::Pipeline, CaptureError> {
-    gst::init()?;
-    let pipeline = gst::parse::launch(description)?
-        .dynamic_cast::<gst::Pipeline>()
-        .map_err(|_| CaptureError::Gst("not a pipeline".into()))?;
+    let pipeline = gst_pipeline::launch(description).map_err(CaptureError::Gst)?;
     // The decoder is chosen by `decodebin` once the stream's codec is known.
     pipeline.connect_deep_element_added(|_, _, element| {
         if element.has_property("max-threads") {
@@ -291,9 +276,7 @@ fn launch(description: &str) -> Result<gst::Pipeline, CaptureError> {
 }
 
 fn by_name(pipeline: &gst::Pipeline, name: &str) -> Result<gst::Element, CaptureError> {
-    pipeline
-        .by_name(name)
-        .ok_or_else(|| CaptureError::Gst(format!("no element {name}")))
+    gst_pipeline::element(pipeline, name).map_err(CaptureError::Gst)
 }
 
 /// The stream's matrix and range as the decoder reports them (BT.601 for anything but BT.709).

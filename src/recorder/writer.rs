@@ -23,6 +23,7 @@ use gstreamer_video::{VideoColorimetry, VideoFormat, VideoFrameFlags, VideoInfo,
 use opencv::core::{Mat, Size};
 use opencv::prelude::*;
 
+use crate::gst_pipeline;
 use crate::i420::{Colorimetry, I420Image};
 
 #[derive(Debug, thiserror::Error)]
@@ -89,16 +90,8 @@ impl ClipWriter {
             path: path.display().to_string(),
             reason,
         };
-        gst::init().map_err(|e| not_opened(e.to_string()))?;
-        let pipeline = gst::parse::launch(ENCODE)
-            .map_err(|e| not_opened(e.to_string()))?
-            .dynamic_cast::<gst::Pipeline>()
-            .map_err(|_| not_opened("not a pipeline".into()))?;
-        let element = |name: &str| {
-            pipeline
-                .by_name(name)
-                .ok_or_else(|| not_opened(format!("no element {name}")))
-        };
+        let pipeline = gst_pipeline::launch(ENCODE).map_err(not_opened)?;
+        let element = |name: &str| gst_pipeline::element(&pipeline, name).map_err(not_opened);
         let (num, den) = fraction(fps);
         let caps = VideoInfo::builder(VideoFormat::I420, size.width as u32, size.height as u32)
             .fps(gst::Fraction::new(num as i32, den as i32))
@@ -210,14 +203,7 @@ impl ClipWriter {
 
     /// The pipeline's first error, if it reported one (a full disk, a folder that went away).
     fn failure(&self) -> Option<String> {
-        let message = self
-            .pipeline
-            .bus()?
-            .pop_filtered(&[gst::MessageType::Error])?;
-        match message.view() {
-            gst::MessageView::Error(error) => Some(error.error().message().to_string()),
-            _ => None,
-        }
+        gst_pipeline::first_error(&self.pipeline)
     }
 }
 
