@@ -15,7 +15,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::camera::{CameraStream, CaptureError};
+use crate::camera::{CameraFrame, CameraStream, CaptureError};
 use crate::config::MotionSettings;
 use crate::motion::MotionStage;
 use crate::recorder::{ClipWriter, draw_boxes};
@@ -74,8 +74,8 @@ pub fn run(mode: BenchMode, video: &Path, motion: MotionSettings) -> anyhow::Res
     stage.handle(StreamEvent::Started(info))?;
     let mut frames = 0_u64;
     loop {
-        let image = match source.read() {
-            Ok(image) => image,
+        let CameraFrame { image, encoded } = match source.read() {
+            Ok(frame) => frame,
             Err(CaptureError::Ended) => break,
             Err(error) => return Err(error).context("decoding"),
         };
@@ -89,6 +89,7 @@ pub fn run(mode: BenchMode, video: &Path, motion: MotionSettings) -> anyhow::Res
                 pts,
                 wall: std::time::SystemTime::now(),
             },
+            encoded,
         };
         if let StreamEvent::Item(mut verdict) = stage.handle(StreamEvent::Item(frame))? {
             if verdict.has_motion() && motion_seconds.last() != Some(&second) {

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::camera::{CameraStream, CaptureError};
+use crate::camera::{CameraFrame, CameraStream, CaptureError};
 use crate::config::{ClipSettings, MotionSettings, RecorderSettings};
 use crate::motion::MotionStage;
 use crate::recorder::{ClipReady, Recorder};
@@ -68,8 +68,8 @@ pub fn detect_file(
     report(recorder.handle(motion.handle(StreamEvent::Started(info))?)?);
     let mut seq = 0_u64;
     loop {
-        let image = match source.read() {
-            Ok(image) => image,
+        let CameraFrame { image, encoded } = match source.read() {
+            Ok(frame) => frame,
             Err(CaptureError::Ended) => break,
             Err(error) => {
                 return Err(error).with_context(|| format!("reading {}", video.display()));
@@ -83,6 +83,7 @@ pub fn detect_file(
                 pts,
                 wall: wall_base + pts,
             },
+            encoded,
         };
         seq += 1;
         report(recorder.handle(motion.handle(StreamEvent::Item(frame))?)?);

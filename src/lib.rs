@@ -9,6 +9,7 @@ pub mod bench;
 pub mod camera;
 pub mod check;
 pub mod config;
+pub mod decoding;
 pub mod detect;
 pub mod gst_pipeline;
 pub mod health;

@@ -1,26 +1,29 @@
 //! Decoding a camera's RTSP stream (or a video file) into I420 frames with GStreamer, with hard open and
 //! read timeouts.
 //!
-//! `rtspsrc` (TCP: UDP loses packets on Wi-Fi) or `filesrc`, then `decodebin` (the camera's codec, H.264
-//! or H.265, through libav) and an `appsink` that hands out the decoder's own I420 planes. OpenCV's
-//! capture could only hand out BGR: the conversion there and back for the encoder cost about as much as
-//! detection (docs/PERFORMANCE.md). `videoconvert` passes I420 through untouched and converts only a
-//! decoder that gives something else. The password goes to `rtspsrc` as a property, never in its location,
-//! so GStreamer's messages cannot carry it.
+//! `rtspsrc` (TCP: UDP loses packets on Wi-Fi) or `filesrc`, then `parsebin` (the camera's codec, H.264
+//! or H.265, in whole access units), `decodebin` (libav) and an `appsink` that hands out the decoder's
+//! own I420 planes. OpenCV's capture could only hand out BGR: the conversion there and back for the
+//! encoder cost about as much as detection (docs/PERFORMANCE.md). Each frame comes with the packets it
+//! was decoded from, taken by reference as they enter the decoder, for the recorder's pre-roll. The
+//! password goes to `rtspsrc` as a property, never in its location, so GStreamer's messages cannot
+//! carry it.
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app::AppSink;
-use gstreamer_video::prelude::*;
-use gstreamer_video::{VideoFrameRef, VideoInfo};
+use gstreamer_video::VideoInfo;
 use opencv::core::Size;
 
 use crate::config::CameraSettings;
+use crate::decoding::{self, DECODE_TO_I420};
 use crate::gst_pipeline;
-use crate::i420::{Colorimetry, ColourMatrix, I420Image};
-use crate::stream::StreamInfo;
+use crate::i420::I420Image;
+use crate::stream::{Encoded, StreamInfo};
 
 /// Frame rate assumed when a stream reports none and its first frames' timestamps tell none either.
 const FALLBACK_FPS: f64 = 15.0;
@@ -29,12 +32,14 @@ const RATE_PROBE_FRAMES: usize = 6;
 /// How long `rtspsrc` buffers packets to put them in order (its default is 2 s; over TCP they arrive in
 /// order, so this is only latency and memory).
 const RTSP_LATENCY_MS: u32 = 200;
-/// Decoding threads at most. libav's automatic count is one per core plus one, and every thread of its
-/// frame threading holds its own frames: about 20 MB each at 1080p. Two keep a Pi's 1080p30 decoding on
-/// two cores.
+/// Decoding threads at most (see `decoding::limit_decoder_threads`). Two keep a Pi's 1080p30 decoding
+/// on two cores.
 const MAX_DECODER_THREADS: i32 = 2;
 /// How often a wait for a frame looks at the pipeline's messages (errors, end of stream).
 const POLL: Duration = Duration::from_millis(100);
+/// Packets waiting for their picture at most: far more than a decoder holds back, a bound for a decoder
+/// that stopped giving pictures.
+const MAX_QUEUED_PACKETS: usize = 300;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -71,14 +76,21 @@ impl From<gst::StateChangeError> for CaptureError {
     }
 }
 
+/// A decoded picture and the camera's packets it was decoded from.
+pub struct CameraFrame {
+    pub image: I420Image,
+    pub encoded: Encoded,
+}
+
 /// An open stream that yields I420 frames.
 pub struct CameraStream {
     pipeline: gst::Pipeline,
     sink: AppSink,
+    packets: PacketQueue,
     info: StreamInfo,
     read_timeout: Duration,
     /// Frames read while opening (to learn the size and rate), handed out first.
-    pending: std::collections::VecDeque<I420Image>,
+    pending: VecDeque<CameraFrame>,
 }
 
 impl CameraStream {
@@ -87,7 +99,7 @@ impl CameraStream {
     /// timeout when it sends nothing.
     pub fn open(settings: &CameraSettings) -> Result<Self, CaptureError> {
         let pipeline = launch(&format!(
-            "rtspsrc name=source protocols=tcp latency={RTSP_LATENCY_MS} ! {DECODE}"
+            "rtspsrc name=source protocols=tcp latency={RTSP_LATENCY_MS} ! parsebin ! {DECODE_TO_I420}"
         ))?;
         let source = by_name(&pipeline, "source")?;
         let url = super::credentials::split(settings.url.expose())
@@ -104,7 +116,9 @@ impl CameraStream {
 
     /// Opens a video file, decoded as fast as it can be (no pacing).
     pub fn open_file(path: &std::path::Path) -> Result<Self, CaptureError> {
-        let pipeline = launch(&format!("filesrc name=source ! {DECODE}"))?;
+        let pipeline = launch(&format!(
+            "filesrc name=source ! parsebin ! {DECODE_TO_I420}"
+        ))?;
         by_name(&pipeline, "source")?.set_property("location", path.to_string_lossy().as_ref());
         let timeout = Duration::from_secs(10);
         Self::start(pipeline, timeout, timeout)
@@ -118,11 +132,14 @@ impl CameraStream {
         let sink = by_name(&pipeline, "sink")?
             .dynamic_cast::<AppSink>()
             .map_err(|_| CaptureError::Gst("the sink is not an appsink".into()))?;
+        let packets = PacketQueue::default();
+        packets.watch(&by_name(&pipeline, "decoder")?)?;
         let started = Instant::now();
         // Dropping `stream` stops the pipeline on every early return from here.
         let mut stream = Self {
             pipeline,
             sink,
+            packets,
             info: StreamInfo::new(Size::new(0, 0), FALLBACK_FPS),
             read_timeout,
             pending: Default::default(),
@@ -147,13 +164,13 @@ impl CameraStream {
             .ok_or_else(|| CaptureError::Gst("no caps".into()))?;
         let video = VideoInfo::from_caps(caps)?;
         stream.info.size = Size::new(video.width() as i32, video.height() as i32);
-        stream.info.colorimetry = colorimetry(&video);
+        stream.info.colorimetry = decoding::colorimetry(&video);
         if stream.info.size.width % 2 != 0 || stream.info.size.height % 2 != 0 {
             return Err(CaptureError::OddSize(stream.info.size));
         }
         let mut timestamps = vec![first.buffer().and_then(|b| b.pts())];
-        let first_image = stream.to_image(&first)?;
-        stream.pending.push_back(first_image);
+        let first_frame = stream.to_frame(&first)?;
+        stream.pending.push_back(first_frame);
         let stated = f64::from(video.fps().numer()) / f64::from(video.fps().denom().max(1));
         stream.info.fps = if (1.0..=120.0).contains(&stated) {
             stated
@@ -161,8 +178,8 @@ impl CameraStream {
             while stream.pending.len() < RATE_PROBE_FRAMES {
                 let sample = stream.pull(read_timeout)?;
                 timestamps.push(sample.buffer().and_then(|b| b.pts()));
-                let image = stream.to_image(&sample)?;
-                stream.pending.push_back(image);
+                let frame = stream.to_frame(&sample)?;
+                stream.pending.push_back(frame);
             }
             rate_from_timestamps(&timestamps)
         };
@@ -175,12 +192,12 @@ impl CameraStream {
 
     /// The next frame; an error when the stream ended, stalled past the read timeout, failed, or
     /// changed its resolution (a reconnect then starts everything afresh at the new size).
-    pub fn read(&mut self) -> Result<I420Image, CaptureError> {
-        if let Some(image) = self.pending.pop_front() {
-            return Ok(image);
+    pub fn read(&mut self) -> Result<CameraFrame, CaptureError> {
+        if let Some(frame) = self.pending.pop_front() {
+            return Ok(frame);
         }
         let sample = self.pull(self.read_timeout)?;
-        self.to_image(&sample)
+        self.to_frame(&sample)
     }
 
     /// Waits up to `timeout` for the next decoded sample, watching for errors and the end meanwhile.
@@ -209,47 +226,25 @@ impl CameraStream {
         gst_pipeline::first_error(&self.pipeline).map(CaptureError::Failed)
     }
 
-    /// The sample's planes copied into a packed I420 image (the decoder pads rows to its alignment).
+    /// The sample's picture, refused when the stream changed its size.
     fn to_image(&self, sample: &gst::Sample) -> Result<I420Image, CaptureError> {
-        let caps = sample
-            .caps()
-            .ok_or_else(|| CaptureError::Gst("a frame without caps".into()))?;
-        let video = VideoInfo::from_caps(caps)?;
-        let size = Size::new(video.width() as i32, video.height() as i32);
-        if self.info.size.width != 0 && size != self.info.size {
+        let image = decoding::image_from_sample(sample).map_err(CaptureError::Gst)?;
+        if self.info.size.width != 0 && image.size() != self.info.size {
             return Err(CaptureError::SizeChanged {
                 from: self.info.size,
-                to: size,
+                to: image.size(),
             });
         }
-        let buffer = sample
-            .buffer()
-            .ok_or_else(|| CaptureError::Gst("a sample without a buffer".into()))?;
-        let frame = VideoFrameRef::from_buffer_ref_readable(buffer, &video)
-            .map_err(|_| CaptureError::Gst("cannot map a decoded frame".into()))?;
-        let (w, h) = (size.width as usize, size.height as usize);
-        let mut planes = Vec::with_capacity(3);
-        for (plane, shape) in [(w, h), (w / 2, h / 2), (w / 2, h / 2)]
-            .into_iter()
-            .enumerate()
-        {
-            let data = frame
-                .plane_data(plane as u32)
-                .map_err(|e| CaptureError::Gst(e.to_string()))?;
-            planes.push((data, frame.plane_stride()[plane] as usize, shape));
-        }
-        let mut image = I420Image::from_writer(size, |out| {
-            let mut offset = 0;
-            for (data, stride, (width, height)) in planes {
-                for row in 0..height {
-                    let from = row * stride;
-                    out[offset..offset + width].copy_from_slice(&data[from..from + width]);
-                    offset += width;
-                }
-            }
-        })?;
-        image.set_colorimetry(colorimetry(&video));
         Ok(image)
+    }
+
+    /// The sample's picture with the packets it was decoded from.
+    fn to_frame(&self, sample: &gst::Sample) -> Result<CameraFrame, CaptureError> {
+        let pts = sample.buffer().and_then(|buffer| buffer.pts());
+        Ok(CameraFrame {
+            image: self.to_image(sample)?,
+            encoded: self.packets.take_through(pts),
+        })
     }
 }
 
@@ -259,19 +254,9 @@ impl Drop for CameraStream {
     }
 }
 
-/// Whatever the source gives, decoded to I420 for the appsink. `sync=false`: frames are handed out as
-/// they are decoded (a live camera paces itself; a file is read as fast as it decodes).
-const DECODE: &str = "decodebin ! videoconvert ! video/x-raw,format=I420 \
-     ! appsink name=sink sync=false max-buffers=2";
-
 fn launch(description: &str) -> Result<gst::Pipeline, CaptureError> {
     let pipeline = gst_pipeline::launch(description).map_err(CaptureError::Gst)?;
-    // The decoder is chosen by `decodebin` once the stream's codec is known.
-    pipeline.connect_deep_element_added(|_, _, element| {
-        if element.has_property("max-threads") {
-            element.set_property("max-threads", MAX_DECODER_THREADS);
-        }
-    });
+    decoding::limit_decoder_threads(&pipeline, MAX_DECODER_THREADS);
     Ok(pipeline)
 }
 
@@ -279,15 +264,66 @@ fn by_name(pipeline: &gst::Pipeline, name: &str) -> Result<gst::Element, Capture
     gst_pipeline::element(pipeline, name).map_err(CaptureError::Gst)
 }
 
-/// The stream's matrix and range as the decoder reports them (BT.601 for anything but BT.709).
-fn colorimetry(video: &VideoInfo) -> Colorimetry {
-    let colorimetry = video.colorimetry();
-    Colorimetry {
-        matrix: match colorimetry.matrix() {
-            gstreamer_video::VideoColorMatrix::Bt709 => ColourMatrix::Bt709,
-            _ => ColourMatrix::Bt601,
-        },
-        full_range: colorimetry.range() == gstreamer_video::VideoColorRange::Range0_255,
+/// The packets on their way into the decoder, kept until the picture they make comes out.
+#[derive(Clone, Default)]
+struct PacketQueue(Arc<Mutex<VecDeque<gst::Sample>>>);
+
+impl PacketQueue {
+    /// Copies (by reference) every packet entering `decoder`, with its caps.
+    fn watch(&self, decoder: &gst::Element) -> Result<(), CaptureError> {
+        let pad = decoder
+            .static_pad("sink")
+            .ok_or_else(|| CaptureError::Gst("the decoder has no sink pad".into()))?;
+        let queue = self.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data {
+                let caps = pad.current_caps();
+                let mut sample = gst::Sample::builder().buffer(buffer);
+                if let Some(caps) = caps.as_ref() {
+                    sample = sample.caps(caps);
+                }
+                queue.push(sample.build());
+            }
+            gst::PadProbeReturn::Ok
+        });
+        Ok(())
+    }
+
+    fn push(&self, packet: gst::Sample) {
+        let mut queue = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if queue.len() == MAX_QUEUED_PACKETS {
+            // Pictures stopped coming out (the read then times out): keep only the newest packets.
+            queue.pop_front();
+        }
+        queue.push_back(packet);
+    }
+
+    /// The packets up to and including the one with the picture's timestamp (all those with earlier or
+    /// no timestamps when none has it; none when it came earlier, as a B-frame's reference does).
+    fn take_through(&self, pts: Option<gst::ClockTime>) -> Encoded {
+        let mut queue = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let packet_pts = |packet: &gst::Sample| packet.buffer().and_then(|buffer| buffer.pts());
+        let count = match pts.and_then(|pts| queue.iter().position(|p| packet_pts(p) == Some(pts)))
+        {
+            Some(own) => own + 1,
+            None => queue
+                .iter()
+                .take_while(|p| match (packet_pts(p), pts) {
+                    (Some(packet), Some(picture)) => packet <= picture,
+                    _ => true,
+                })
+                .count(),
+        };
+        Encoded {
+            packets: queue.drain(..count).collect(),
+            pts,
+        }
     }
 }
 

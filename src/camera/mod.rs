@@ -4,7 +4,8 @@
 //! `Ended` when the stream is lost. When the camera is unreachable or the stream ends it logs a warning (the
 //! URL's password redacted), waits `RECONNECT_INTERVAL` and tries again, until shutdown. It never blocks on
 //! its consumer: when the frame queue is full the new frame is dropped and counted (a full queue means the
-//! detector is behind, and the queued frames are older); stream boundaries are always delivered.
+//! detector is behind, and the queued frames are older) and its packets go with the next frame, so the
+//! recorder's packets stay whole; stream boundaries are always delivered.
 
 mod capture;
 mod credentials;
@@ -15,14 +16,14 @@ use std::time::Instant;
 use crossbeam_channel::{Sender, TrySendError};
 use tracing::{debug, info, warn};
 
-pub use capture::{CameraStream, CaptureError};
+pub use capture::{CameraFrame, CameraStream, CaptureError};
 pub use diagnose::diagnose;
 
 use crate::config::CameraSettings;
 use crate::health::FrameWatch;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
-use crate::stream::{Frame, StreamEvent, Timestamp};
+use crate::stream::{Encoded, Frame, StreamEvent, Timestamp};
 
 /// The source of timestamps for live frames: monotonic since the camera stage started, and wall time.
 pub struct LiveClock {
@@ -154,9 +155,11 @@ fn pump_frames(
         frames: 0,
         dropped: 0,
     };
+    // The packets of a dropped frame, for the next frame.
+    let mut carried = Encoded::default();
     while !shutdown.is_requested() {
-        let image = match stream.read() {
-            Ok(image) => image,
+        let CameraFrame { image, mut encoded } = match stream.read() {
+            Ok(frame) => frame,
             Err(error) => {
                 end.reason = error.to_string();
                 return end;
@@ -166,14 +169,19 @@ fn pump_frames(
         frames_seen.frame_arrived();
         metrics.frame_read();
         *seq += 1;
+        encoded.prepend(std::mem::take(&mut carried));
         let frame = Frame {
             image,
             seq: *seq,
             at: clock.now(),
+            encoded,
         };
         match output.try_send(StreamEvent::Item(frame)) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
+            Err(TrySendError::Full(event)) => {
+                if let StreamEvent::Item(dropped) = event {
+                    carried = dropped.encoded;
+                }
                 end.dropped += 1;
                 metrics.frame_dropped();
                 debug!(dropped = end.dropped, "detector behind; frame dropped");

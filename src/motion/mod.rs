@@ -174,6 +174,7 @@ mod tests {
                 pts: Duration::ZERO,
                 wall: SystemTime::UNIX_EPOCH,
             },
+            encoded: Default::default(),
         };
         match stage.handle(StreamEvent::Item(frame)).unwrap() {
             StreamEvent::Item(verdict) => (

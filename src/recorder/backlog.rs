@@ -1,40 +1,161 @@
 //! Frames the recorder holds but has not written: the pre-roll while no clip is open, and while a clip
 //! is open the frames waiting for the encoder.
 //!
-//! When motion starts, the pre-roll becomes the head of the new clip. Encoding seconds of frames at once
-//! would stall the recorder and make the camera drop the very frames that show the motion, so the
-//! backlog is written one frame per incoming frame and caught up when the recorder is idle. Frames are
-//! kept as decoded (no copy, no conversion), bounded by time and by bytes.
+//! A waiting frame is kept as the camera's packets, not as its picture: seconds of 1080p30 pictures are
+//! hundreds of MiB, their packets a few. Only the newest frame keeps its picture as well (the picture a
+//! clip writes at once when nothing waits before it). The pre-roll is cut at a keyframe, so that its
+//! packets can be decoded: when a clip opens, a `PacketDecoder` turns them back into pictures, those
+//! older than the pre-roll only as the decoder's references. Once the clip has caught up with the camera
+//! the decoder is closed and the pictures go to the encoder as the camera's decoder gave them. Frames of
+//! a source without packets keep their pictures.
+//!
+//! Encoding seconds of frames at once would stall the recorder and make the camera drop the very frames
+//! that show the motion, so the backlog is written one frame per incoming frame and caught up when the
+//! recorder is idle. It is bounded by time and by bytes.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::stream::Verdict;
+use gstreamer as gst;
+use opencv::core::Rect;
+use tracing::{debug, warn};
+
+use crate::decoding::PacketDecoder;
+use crate::i420::I420Image;
+use crate::stream::{Encoded, Timestamp, Verdict};
+
+/// Frames whose packets the decoder is given ahead of the one whose picture is wanted: a decoder may
+/// hold a picture back until it has the next packet.
+const FEED_AHEAD: usize = 2;
+/// How long the decoder may take for one picture before the frames it was to decode are given up.
+const DECODE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long to wait for a picture before giving the decoder more packets.
+const DECODE_WAIT: Duration = Duration::from_millis(20);
+/// Written frames remembered for the next pre-roll at most (a camera that sends keyframes rarely).
+const MAX_REMEMBERED: usize = 600;
+
+/// A frame ready for the encoder.
+pub struct Ready {
+    pub at: Timestamp,
+    pub boxes: Vec<Rect>,
+    pub image: I420Image,
+}
+
+struct Waiting {
+    at: Timestamp,
+    boxes: Vec<Rect>,
+    image: Option<I420Image>,
+    encoded: Encoded,
+    /// Its packets went into the decoder.
+    fed: bool,
+    /// Written already (in the clip before): decoded only as a reference for the frames after it.
+    written: bool,
+}
+
+impl Waiting {
+    fn image_bytes(&self) -> u64 {
+        self.image
+            .as_ref()
+            .map_or(0, |image| image.byte_len() as u64)
+    }
+
+    fn bytes(&self) -> u64 {
+        self.image_bytes() + self.encoded.byte_len()
+    }
+
+    /// Whether writing can start here: its picture is kept, or its packets start with a keyframe.
+    fn starts_alone(&self) -> bool {
+        self.image.is_some() || self.encoded.starts_with_keyframe()
+    }
+}
 
 #[derive(Default)]
 pub struct Backlog {
-    frames: VecDeque<Verdict>,
+    frames: VecDeque<Waiting>,
     bytes: u64,
+    /// Frames before this stream time are kept for decoding only (the pre-roll was cut here).
+    write_from: Duration,
+    decoder: Option<PacketDecoder>,
+    /// A picture the decoder gave before the frame it belongs to was wanted.
+    decoded_early: Option<(Option<gst::ClockTime>, I420Image)>,
+    /// The packets of the frames written since the last keyframe: the next pre-roll may need them to
+    /// decode its first frames.
+    written: VecDeque<Waiting>,
 }
 
 impl Backlog {
+    /// Takes a frame in. The frame before it keeps only its packets (when it has any).
     pub fn push(&mut self, verdict: Verdict) {
-        self.bytes += frame_bytes(&verdict);
-        self.frames.push_back(verdict);
+        if let Some(previous) = self.frames.back_mut()
+            && !previous.encoded.is_empty()
+        {
+            self.bytes -= previous.image_bytes();
+            previous.image = None;
+        }
+        let waiting = Waiting {
+            at: verdict.frame.at,
+            boxes: verdict.boxes,
+            image: Some(verdict.frame.image),
+            encoded: verdict.frame.encoded,
+            fed: false,
+            written: false,
+        };
+        self.bytes += waiting.bytes();
+        self.frames.push_back(waiting);
     }
 
-    pub fn pop(&mut self) -> Option<Verdict> {
-        let verdict = self.frames.pop_front()?;
-        self.bytes = self.bytes.saturating_sub(frame_bytes(&verdict));
-        Some(verdict)
+    /// The oldest frame to be written, as a picture: decoded from its packets when its own picture is
+    /// not kept. A frame that cannot be decoded is left out.
+    pub fn pop(&mut self) -> Option<Ready> {
+        loop {
+            let front = self.frames.front()?;
+            let decoded = if front.image.is_some() {
+                self.feed_front_if_decoding().map(|()| None)
+            } else if self.decoder.is_none() && !self.start_decoder() {
+                Ok(None)
+            } else {
+                self.decode_front()
+            };
+            let mut waiting = self.take_front()?;
+            let image = match decoded {
+                Ok(decoded) => waiting.image.take().or(decoded),
+                Err(e) => {
+                    warn!(error = %e, "cannot decode the frames kept as packets; they are left out of the clip");
+                    self.close_decoder();
+                    waiting.image.take()
+                }
+            };
+            if self.frames.is_empty() {
+                // Caught up: the frames to come bring their own pictures.
+                self.close_decoder();
+            }
+            let to_write = !waiting.written && waiting.at.pts >= self.write_from;
+            match image {
+                Some(image) if to_write => {
+                    let ready = Ready {
+                        at: waiting.at,
+                        boxes: std::mem::take(&mut waiting.boxes),
+                        image,
+                    };
+                    self.remember_written(waiting);
+                    return Some(ready);
+                }
+                None if to_write => {
+                    debug!(pts = ?waiting.at.pts, "a frame kept as packets could not be decoded; left out");
+                }
+                _ => {}
+            }
+            self.remember_written(waiting);
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
 
+    /// Frames to be written.
     pub fn len(&self) -> usize {
-        self.frames.len()
+        self.frames.iter().filter(|f| self.will_write(f)).count()
     }
 
     /// Memory the frames hold.
@@ -42,32 +163,173 @@ impl Backlog {
         self.bytes
     }
 
-    /// The oldest frame's timestamp.
-    pub fn first(&self) -> Option<crate::stream::Timestamp> {
-        self.frames.front().map(|v| v.frame.at)
+    /// The timestamp of the first frame to be written.
+    pub fn first(&self) -> Option<Timestamp> {
+        self.frames
+            .iter()
+            .find(|f| self.will_write(f))
+            .map(|f| f.at)
     }
 
-    /// Keeps only the frames at most `pre_roll` older than `now` and within `max_bytes`, dropping the
-    /// oldest first.
+    /// Keeps the frames at most `pre_roll` older than `now` (from the keyframe before them, whose
+    /// packets they need) and within `max_bytes`, dropping the oldest first.
     pub fn keep_pre_roll(&mut self, now: Duration, pre_roll: Duration, max_bytes: u64) {
-        while let Some(front) = self.frames.front() {
-            let too_old = front.frame.at.pts + pre_roll < now;
-            if !too_old && self.bytes <= max_bytes {
-                break;
+        self.write_from = now.saturating_sub(pre_roll);
+        if self.frames.front().is_some_and(|f| !f.starts_alone())
+            && self.written.front().is_some_and(Waiting::starts_alone)
+        {
+            // The frames after a clip need the packets of its last frames to be decoded.
+            for mut reference in self.written.drain(..).rev() {
+                reference.fed = false;
+                self.bytes += reference.bytes();
+                self.frames.push_front(reference);
             }
-            self.pop();
+        }
+        let recent = self
+            .frames
+            .iter()
+            .position(|f| f.at.pts >= self.write_from)
+            .unwrap_or(self.frames.len());
+        let start = self
+            .frames
+            .iter()
+            .take(recent + 1)
+            .rposition(Waiting::starts_alone)
+            .unwrap_or(recent);
+        for _ in 0..start {
+            self.drop_front();
+        }
+        while self.bytes > max_bytes && !self.frames.is_empty() {
+            self.drop_front();
+            // Without their keyframe the frames up to the next one cannot be decoded either.
+            while self.frames.front().is_some_and(|f| !f.starts_alone()) {
+                self.drop_front();
+            }
         }
     }
 
     pub fn clear(&mut self) {
         self.frames.clear();
+        self.written.clear();
         self.bytes = 0;
+        self.close_decoder();
     }
-}
 
-/// Bytes of pixel data a frame holds.
-pub fn frame_bytes(verdict: &Verdict) -> u64 {
-    verdict.frame.image.byte_len() as u64
+    fn will_write(&self, frame: &Waiting) -> bool {
+        !frame.written && frame.at.pts >= self.write_from
+    }
+
+    fn take_front(&mut self) -> Option<Waiting> {
+        let waiting = self.frames.pop_front()?;
+        self.bytes = self.bytes.saturating_sub(waiting.bytes());
+        Some(waiting)
+    }
+
+    /// Drops the oldest frame; the written frames before it are no use to the next pre-roll then.
+    fn drop_front(&mut self) {
+        self.take_front();
+        self.written.clear();
+    }
+
+    /// Keeps a written frame's packets while the next pre-roll may need them.
+    fn remember_written(&mut self, mut waiting: Waiting) {
+        if waiting.encoded.is_empty() {
+            return;
+        }
+        if waiting.encoded.starts_with_keyframe() || self.written.len() >= MAX_REMEMBERED {
+            self.written.clear();
+        }
+        waiting.image = None;
+        waiting.written = true;
+        self.written.push_back(waiting);
+    }
+
+    /// Starts decoding at the front frame; false (the frame is to be left out) when it is not a
+    /// keyframe or the decoder cannot start.
+    fn start_decoder(&mut self) -> bool {
+        if !self.frames.front().is_some_and(Waiting::starts_alone) {
+            return false;
+        }
+        match PacketDecoder::start() {
+            Ok(decoder) => {
+                self.decoder = Some(decoder);
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot start a decoder for the frames kept as packets");
+                false
+            }
+        }
+    }
+
+    fn close_decoder(&mut self) {
+        self.decoder = None;
+        self.decoded_early = None;
+        for frame in &mut self.frames {
+            frame.fed = false;
+        }
+    }
+
+    /// Feeds the front frame's packets to a running decoder: frames after it need them.
+    fn feed_front_if_decoding(&mut self) -> Result<(), String> {
+        if self.decoder.is_some() {
+            self.feed(0)?;
+        }
+        Ok(())
+    }
+
+    /// Gives the decoder the packets of frame `index` if it has not had them; false when there is no
+    /// such frame.
+    fn feed(&mut self, index: usize) -> Result<bool, String> {
+        let (Some(decoder), Some(frame)) = (self.decoder.as_ref(), self.frames.get_mut(index))
+        else {
+            return Ok(false);
+        };
+        if !frame.fed {
+            for packet in &frame.encoded.packets {
+                decoder.push(packet)?;
+            }
+            frame.fed = true;
+        }
+        Ok(true)
+    }
+
+    /// The front frame's picture from the decoder; `None` when the decoder skipped it.
+    fn decode_front(&mut self) -> Result<Option<I420Image>, String> {
+        for index in 0..=FEED_AHEAD {
+            self.feed(index)?;
+        }
+        let wanted = self.frames.front().and_then(|f| f.encoded.pts);
+        let mut next_to_feed = FEED_AHEAD + 1;
+        let deadline = Instant::now() + DECODE_TIMEOUT;
+        loop {
+            let picture = match self.decoded_early.take() {
+                Some(picture) => Some(picture),
+                None => self
+                    .decoder
+                    .as_ref()
+                    .ok_or("no decoder")?
+                    .next(DECODE_WAIT)?,
+            };
+            match picture {
+                Some((Some(pts), _)) if wanted.is_some_and(|wanted| pts < wanted) => {
+                    // The picture of a frame the camera dropped: not in the backlog.
+                }
+                Some((Some(pts), image)) if wanted.is_some_and(|wanted| pts > wanted) => {
+                    self.decoded_early = Some((Some(pts), image));
+                    return Ok(None);
+                }
+                Some((_, image)) => return Ok(Some(image)),
+                None => {
+                    if self.feed(next_to_feed)? {
+                        next_to_feed += 1;
+                    } else if Instant::now() > deadline {
+                        return Err(format!("no picture within {} s", DECODE_TIMEOUT.as_secs()));
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -87,6 +349,7 @@ mod tests {
                     pts: Duration::from_millis(ms),
                     wall: SystemTime::UNIX_EPOCH,
                 },
+                encoded: Default::default(),
             },
             boxes: Vec::new(),
             warming_up: false,

@@ -24,7 +24,7 @@ pub use events::{ClipEvent, ClipObserver};
 pub use schedule::{ClipSchedule, FrameAction};
 pub use writer::{ClipWriter, WriterError};
 
-use backlog::Backlog;
+use backlog::{Backlog, Ready};
 use event_record::{ClipSummary, EventTracker};
 
 use crate::config::RecorderSettings;
@@ -113,7 +113,7 @@ impl Recorder {
                 // A pre-roll belongs to its stream: never put an old connection's frames in a new clip.
                 self.backlog.clear();
                 self.stream = Some(info);
-                self.log_pre_roll_budget(info);
+                self.log_pre_roll(info);
                 Ok(finished)
             }
             StreamEvent::Item(verdict) => self.on_verdict(verdict),
@@ -140,7 +140,7 @@ impl Recorder {
     /// Writes one waiting frame into the open clip (the recorder had nothing else to do).
     pub fn catch_up(&mut self) -> Result<(), RecorderError> {
         match (self.open.as_mut(), self.backlog.pop()) {
-            (Some(open), Some(verdict)) => write_frame(open, verdict),
+            (Some(open), Some(ready)) => write_frame(open, ready),
             _ => Ok(()),
         }
     }
@@ -153,8 +153,8 @@ impl Recorder {
         };
         let clip = open.name.blob_name();
         let mut drained = Ok(());
-        while let Some(verdict) = self.backlog.pop() {
-            drained = drained.and(write_frame(&mut open, verdict));
+        while let Some(ready) = self.backlog.pop() {
+            drained = drained.and(write_frame(&mut open, ready));
         }
         if let Err(e) = drained {
             error!(clip = %clip, error = %e, "frames lost while closing the clip");
@@ -339,7 +339,7 @@ impl Recorder {
             fps = stream.fps,
             pre_roll = format!("{:.1}s", pre_roll.as_secs_f64()),
             pre_roll_frames = self.backlog.len(),
-            pre_roll_mib = self.backlog.bytes() / 1_048_576,
+            pre_roll_kib = self.backlog.bytes() / 1024,
             "motion: recording"
         );
         self.notify(ClipEvent::Started {
@@ -360,32 +360,18 @@ impl Recorder {
         Ok(())
     }
 
-    /// Says once per stream what the pre-roll costs in memory, and when `PRE_ROLL_MAX_MEMORY` cuts it.
-    fn log_pre_roll_budget(&self, info: StreamInfo) {
+    /// Says once per stream how long the pre-roll is.
+    fn log_pre_roll(&self, info: StreamInfo) {
         let clips = self.settings.clips;
         if clips.pre_roll.is_zero() {
             return;
         }
-        let frame_bytes = f64::from(info.size.width) * f64::from(info.size.height) * 3.0;
-        let wanted_frames = (clips.pre_roll.as_secs_f64() * info.fps).ceil();
-        let wanted_bytes = wanted_frames * frame_bytes;
-        if wanted_bytes > clips.pre_roll_max_bytes as f64 {
-            let kept = clips.pre_roll_max_bytes as f64 / frame_bytes / info.fps.max(1.0);
-            warn!(
-                pre_roll = %humantime::format_duration(clips.pre_roll),
-                needs_mib = (wanted_bytes / 1048576.0).round(),
-                max_mib = (clips.pre_roll_max_bytes as f64 / 1048576.0).round(),
-                kept = format!("{kept:.1}s"),
-                "PRE_ROLL does not fit PRE_ROLL_MAX_MEMORY at this resolution; the pre-roll is shorter"
-            );
-        } else {
-            info!(
-                pre_roll = %humantime::format_duration(clips.pre_roll),
-                frames = wanted_frames,
-                mib = (wanted_bytes / 1048576.0).round(),
-                "pre-roll buffer"
-            );
-        }
+        info!(
+            pre_roll = %humantime::format_duration(clips.pre_roll),
+            frames = (clips.pre_roll.as_secs_f64() * info.fps).ceil(),
+            max_mib = (clips.pre_roll_max_bytes as f64 / 1048576.0).round(),
+            "pre-roll buffer (the camera's packets, decoded when a clip opens)"
+        );
     }
 
     /// Whether the spool's disk has room for recording, after deleting old clips if needed. Logs once
@@ -440,21 +426,21 @@ impl Recorder {
 
 /// Draws the boxes on a frame and writes it into the clip. A frame of another size (from before a
 /// resolution change) cannot go into this clip and is left out.
-fn write_frame(open: &mut OpenClip, verdict: Verdict) -> Result<(), RecorderError> {
-    let Verdict {
-        frame, mut boxes, ..
-    } = verdict;
-    let mut image = frame.image;
+fn write_frame(open: &mut OpenClip, ready: Ready) -> Result<(), RecorderError> {
+    let Ready {
+        at,
+        mut boxes,
+        mut image,
+    } = ready;
     if image.size() != open.writer.size() {
         return Ok(());
     }
-    if frame.at.pts < open.motion.pts {
+    if at.pts < open.motion.pts {
         // Pre-roll: the time before the motion is shown as it was.
         boxes.clear();
     }
     draw_boxes(&mut image, &boxes)?;
-    open.event
-        .on_frame(frame.at.pts, frame.at.wall, &boxes, &image)?;
+    open.event.on_frame(at.pts, at.wall, &boxes, &image)?;
     open.writer
         .write(image)
         .map_err(|source| RecorderError::Writer {
@@ -463,8 +449,8 @@ fn write_frame(open: &mut OpenClip, verdict: Verdict) -> Result<(), RecorderErro
         })?;
     open.frames += 1;
     open.boxes += boxes.len() as u64;
-    open.first.get_or_insert(frame.at);
-    open.last = frame.at;
+    open.first.get_or_insert(at);
+    open.last = at;
     Ok(())
 }
 
@@ -574,6 +560,7 @@ mod tests {
                     pts,
                     wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000) + pts,
                 },
+                encoded: Default::default(),
             },
             boxes: if motion {
                 vec![Rect::new(10, 10, 40, 40)]
@@ -650,6 +637,88 @@ mod tests {
             serde_json::json!([10, 10, 40, 40])
         );
         assert_eq!(record["clip"], clip.clip.blob_name.as_str());
+    }
+
+    /// Grey level of source frame `n` in `video_of_numbered_frames`: every frame is told apart by it.
+    fn grey_of(n: u64) -> f64 {
+        20.0 + 2.0 * n as f64
+    }
+
+    /// A 160x120 15 fps H.264 video whose frame n is a flat grey of `grey_of(n)`, with a keyframe every
+    /// 2 s (the writer's interval, as a camera's).
+    fn video_of_numbered_frames(path: &std::path::Path, frames: u64) {
+        let size = Size::new(160, 120);
+        let mut writer =
+            ClipWriter::create(path, size, FPS, crate::i420::Colorimetry::default()).unwrap();
+        for n in 0..frames {
+            let grey = grey_of(n) as u8;
+            writer
+                .write(crate::i420::I420Image::filled(size, [grey, 128, 128]).unwrap())
+                .unwrap();
+        }
+        writer.finish().unwrap();
+    }
+
+    /// The grey level of every frame of a clip, in order.
+    fn greys_in(clip: &std::path::Path) -> Vec<f64> {
+        let mut stream = crate::camera::CameraStream::open_file(clip).unwrap();
+        let mut greys = Vec::new();
+        while let Ok(frame) = stream.read() {
+            greys.push(opencv::core::mean_def(&frame.image.luma().unwrap()).unwrap()[0]);
+        }
+        greys
+    }
+
+    #[test]
+    fn the_pre_roll_is_kept_as_packets_and_decoded_back_into_the_clip() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("numbered.mp4");
+        video_of_numbered_frames(&source, 90);
+        let (_spool_dir, _spool, mut recorder) = recorder_of_2s_clips_with(Duration::from_secs(1));
+        let mut camera = crate::camera::CameraStream::open_file(&source).unwrap();
+        let mut clips = Vec::new();
+        clips.extend(recorder.handle(started()).unwrap());
+        let mut pre_roll_bytes = 0;
+        for seq in 0..90 {
+            let frame = camera.read().unwrap();
+            // Motion in frames 50-59 and from 85: the second clip's pre-roll starts right after the
+            // first clip, in the middle of a keyframe interval that clip wrote.
+            let motion = (50..60).contains(&seq) || seq >= 85;
+            let StreamEvent::Item(mut verdict) = verdict(seq, motion) else {
+                unreachable!()
+            };
+            verdict.frame.image = frame.image;
+            verdict.frame.encoded = frame.encoded;
+            if seq == 49 {
+                pre_roll_bytes = recorder.backlog.bytes();
+            }
+            clips.extend(recorder.handle(StreamEvent::Item(verdict)).unwrap());
+        }
+        clips.extend(recorder.finish().unwrap());
+
+        let picture_bytes = 160 * 120 * 3 / 2;
+        assert!(
+            pre_roll_bytes < 2 * picture_bytes,
+            "15 frames of pre-roll held as packets and one picture: {pre_roll_bytes} bytes"
+        );
+        assert_eq!(clips.len(), 2);
+        // Clip 1: 1 s of pre-roll (frames 35-49, decoded from the keyframe at 30) and 2 s of recording.
+        // Clip 2: frames 80-84 (the pre-roll after clip 1, decoded from the keyframe at 60 that clip 1
+        // wrote) and 85-89.
+        for (clip, first) in clips.iter().zip([35_u64, 80]) {
+            assert_eq!(clip.first_pts, Duration::from_secs_f64(first as f64 / FPS));
+            let greys = greys_in(&clip.clip.path);
+            assert_eq!(greys.len() as u64, clip.frames);
+            for (i, grey) in greys.iter().enumerate() {
+                let expected = grey_of(first + i as u64);
+                assert!(
+                    (grey - expected).abs() < 1.5,
+                    "frame {} of the clip from frame {first}: grey {grey:.1}, not {expected}",
+                    i
+                );
+            }
+        }
+        assert_eq!(clips[1].frames, 10);
     }
 
     #[test]

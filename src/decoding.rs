@@ -1,0 +1,159 @@
+//! Decoding the camera's H.264/H.265 to I420 pictures with GStreamer: the pipeline tail the camera
+//! reader and the pre-roll decoder share, a decoded sample as an `I420Image`, and `PacketDecoder`, which
+//! decodes packets kept from earlier (the pre-roll) when a clip needs their pictures.
+
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app::{AppSink, AppSrc};
+use gstreamer_video::prelude::*;
+use gstreamer_video::{VideoFrameRef, VideoInfo};
+use opencv::core::Size;
+
+use crate::gst_pipeline;
+use crate::i420::{Colorimetry, ColourMatrix, I420Image};
+
+/// Whatever the source gives, decoded to I420 for the appsink named `sink`. `sync=false`: frames are
+/// handed out as they are decoded (a live camera paces itself; a file is read as fast as it decodes).
+/// `videoconvert` passes I420 through untouched and converts only a decoder that gives something else.
+pub const DECODE_TO_I420: &str = "decodebin name=decoder ! videoconvert \
+     ! video/x-raw,format=I420 ! appsink name=sink sync=false max-buffers=2";
+
+/// How often a wait for a picture looks at the pipeline's messages (errors, end of stream).
+const POLL: Duration = Duration::from_millis(100);
+
+/// Caps the decoder's threads in `pipeline` (the decoder is chosen by `decodebin` once the stream's
+/// codec is known). libav's automatic count is one per core plus one, and every thread of its frame
+/// threading holds its own frames: about 20 MB each at 1080p.
+pub fn limit_decoder_threads(pipeline: &gst::Pipeline, threads: i32) {
+    pipeline.connect_deep_element_added(move |_, _, element| {
+        if element.has_property("max-threads") {
+            element.set_property("max-threads", threads);
+        }
+    });
+}
+
+/// A decoded sample's picture, its planes copied into a packed I420 image (decoders pad rows to their
+/// alignment), marked with the stream's colorimetry.
+pub fn image_from_sample(sample: &gst::Sample) -> Result<I420Image, String> {
+    let caps = sample.caps().ok_or("a picture without caps")?;
+    let video = VideoInfo::from_caps(caps).map_err(|e| e.to_string())?;
+    let size = Size::new(video.width() as i32, video.height() as i32);
+    let buffer = sample.buffer().ok_or("a sample without a buffer")?;
+    let frame = VideoFrameRef::from_buffer_ref_readable(buffer, &video)
+        .map_err(|_| "cannot map a decoded picture")?;
+    let (w, h) = (size.width as usize, size.height as usize);
+    let mut planes = Vec::with_capacity(3);
+    for (plane, shape) in [(w, h), (w / 2, h / 2), (w / 2, h / 2)]
+        .into_iter()
+        .enumerate()
+    {
+        let data = frame.plane_data(plane as u32).map_err(|e| e.to_string())?;
+        planes.push((data, frame.plane_stride()[plane] as usize, shape));
+    }
+    let mut image = I420Image::from_writer(size, |out| {
+        let mut offset = 0;
+        for (data, stride, (width, height)) in planes {
+            for row in 0..height {
+                let from = row * stride;
+                out[offset..offset + width].copy_from_slice(&data[from..from + width]);
+                offset += width;
+            }
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    image.set_colorimetry(colorimetry(&video));
+    Ok(image)
+}
+
+/// The stream's matrix and range as the decoder reports them (BT.601 for anything but BT.709).
+pub fn colorimetry(video: &VideoInfo) -> Colorimetry {
+    let colorimetry = video.colorimetry();
+    Colorimetry {
+        matrix: match colorimetry.matrix() {
+            gstreamer_video::VideoColorMatrix::Bt709 => ColourMatrix::Bt709,
+            _ => ColourMatrix::Bt601,
+        },
+        full_range: colorimetry.range() == gstreamer_video::VideoColorRange::Range0_255,
+    }
+}
+
+/// A decoder fed packets by hand: `push` them in decode order, starting at a keyframe, and `next`
+/// hands out the pictures with the timestamps the packets carried. One decoding thread: frame threading
+/// would hold each picture back until more packets came, and the pre-roll is decoded beside the live
+/// stream anyway.
+pub struct PacketDecoder {
+    pipeline: gst::Pipeline,
+    source: AppSrc,
+    sink: AppSink,
+}
+
+impl PacketDecoder {
+    pub fn start() -> Result<Self, String> {
+        let pipeline = gst_pipeline::launch(&format!(
+            "appsrc name=source format=time ! {DECODE_TO_I420}"
+        ))?;
+        limit_decoder_threads(&pipeline, 1);
+        let source = gst_pipeline::element(&pipeline, "source")?
+            .dynamic_cast::<AppSrc>()
+            .map_err(|_| "the source is not an appsrc")?;
+        let sink = gst_pipeline::element(&pipeline, "sink")?
+            .dynamic_cast::<AppSink>()
+            .map_err(|_| "the sink is not an appsink")?;
+        // Dropping `decoder` stops the pipeline if it cannot play.
+        let decoder = Self {
+            pipeline,
+            source,
+            sink,
+        };
+        decoder
+            .pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| e.to_string())?;
+        Ok(decoder)
+    }
+
+    /// Queues one packet (its caps, from the camera's parser, tell the decoder the codec).
+    pub fn push(&self, packet: &gst::Sample) -> Result<(), String> {
+        self.source
+            .push_sample(packet)
+            .map(|_| ())
+            .map_err(|flow| match self.failure() {
+                Some(failure) => failure,
+                None => format!("the decoder refused a packet: {flow:?}"),
+            })
+    }
+
+    /// The next decoded picture and its timestamp, waiting up to `wait`; `None` when none came by then.
+    pub fn next(
+        &self,
+        wait: Duration,
+    ) -> Result<Option<(Option<gst::ClockTime>, I420Image)>, String> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let poll = gst::ClockTime::from_nseconds(left.min(POLL).as_nanos() as u64);
+            if let Some(sample) = self.sink.try_pull_sample(poll) {
+                let pts = sample.buffer().and_then(|buffer| buffer.pts());
+                return image_from_sample(&sample).map(|image| Some((pts, image)));
+            }
+            if let Some(failure) = self.failure() {
+                return Err(failure);
+            }
+            if left.is_zero() {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn failure(&self) -> Option<String> {
+        gst_pipeline::first_error(&self.pipeline)
+    }
+}
+
+impl Drop for PacketDecoder {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
