@@ -61,7 +61,7 @@ pub struct RawEnv {
     pub record_mode: String,
     #[envconfig(from = "PRE_ROLL", default = "3s")]
     pub pre_roll: String,
-    #[envconfig(from = "PRE_ROLL_MAX_MEMORY", default = "320MiB")]
+    #[envconfig(from = "PRE_ROLL_MAX_MEMORY", default = "64MiB")]
     pub pre_roll_max_memory: String,
     #[envconfig(from = "POST_ROLL", default = "5s")]
     pub post_roll: String,
@@ -206,7 +206,7 @@ pub struct ClipSettings {
     pub policy: ClipPolicy,
     /// Kept before the first motion frame (`PRE_ROLL`, zero for none).
     pub pre_roll: Duration,
-    /// The most memory the pre-roll frames may hold (`PRE_ROLL_MAX_MEMORY`); a longer pre-roll is cut to it.
+    /// The most memory the pre-roll's packets may hold (`PRE_ROLL_MAX_MEMORY`); a longer pre-roll is cut to it.
     pub pre_roll_max_bytes: u64,
 }
 
@@ -480,7 +480,7 @@ fn parse_clip_settings(raw: &RawEnv) -> Result<ClipSettings, ConfigError> {
     })
 }
 
-/// Pre-roll frames are kept decoded in memory; more than this would not fit a small Pi at any size.
+/// The pre-roll is decoded again when a clip opens: past this, a Pi would spend many seconds on it.
 const MAX_PRE_ROLL: Duration = Duration::from_secs(30);
 
 fn parse_bytes(variable: &'static str, raw: &str) -> Result<u64, ConfigError> {
@@ -760,7 +760,7 @@ mod tests {
                     duration: Duration::from_secs(30)
                 },
                 pre_roll: Duration::from_secs(3),
-                pre_roll_max_bytes: 320 * 1024 * 1024,
+                pre_roll_max_bytes: 64 * 1024 * 1024,
             }
         );
         assert_eq!(config.camera.reconnect_interval, Duration::from_secs(10));

@@ -301,15 +301,16 @@ impl PacketQueue {
         queue.push_back(packet);
     }
 
-    /// The packets up to and including the one with the picture's timestamp (all those with earlier or
-    /// no timestamps when none has it; none when it came earlier, as a B-frame's reference does).
+    /// The packets up to and including the last one with the picture's timestamp (a picture may come
+    /// in several NAL units; the decoder gives it only once it has them all). All those with earlier or
+    /// no timestamps when none has it; none when it came earlier, as a B-frame's reference does.
     fn take_through(&self, pts: Option<gst::ClockTime>) -> Encoded {
         let mut queue = self
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let packet_pts = |packet: &gst::Sample| packet.buffer().and_then(|buffer| buffer.pts());
-        let count = match pts.and_then(|pts| queue.iter().position(|p| packet_pts(p) == Some(pts)))
+        let count = match pts.and_then(|pts| queue.iter().rposition(|p| packet_pts(p) == Some(pts)))
         {
             Some(own) => own + 1,
             None => queue
@@ -352,6 +353,42 @@ fn rate_from_timestamps(timestamps: &[Option<gst::ClockTime>]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_picture_takes_the_packets_up_to_its_own() {
+        gst::init().unwrap();
+        let packet = |ms: Option<u64>| {
+            let mut buffer = gst::Buffer::with_size(1).unwrap();
+            buffer
+                .get_mut()
+                .unwrap()
+                .set_pts(ms.map(gst::ClockTime::from_mseconds));
+            gst::Sample::builder().buffer(&buffer).build()
+        };
+        let queue = PacketQueue::default();
+        let taken = |ms: u64| {
+            queue
+                .take_through(Some(gst::ClockTime::from_mseconds(ms)))
+                .packets
+                .len()
+        };
+        // Decode order I0 P3 B1 B2 (times in 100 ms), P3 in two NAL units.
+        for ms in [0, 300, 300, 100, 200] {
+            queue.push(packet(Some(ms)));
+        }
+        assert_eq!(taken(0), 1);
+        assert_eq!(taken(100), 3, "P3's two units, then B1");
+        assert_eq!(taken(200), 1);
+        assert_eq!(taken(300), 0, "P3 went with B1");
+        queue.push(packet(None));
+        queue.push(packet(Some(400)));
+        queue.push(packet(Some(600)));
+        assert_eq!(
+            taken(500),
+            2,
+            "no packet has the picture's time: the earlier and untimed ones"
+        );
+    }
 
     #[test]
     fn a_rate_is_read_from_timestamps_and_nonsense_falls_back() {

@@ -81,6 +81,10 @@ pub struct Backlog {
     /// The packets of the frames written since the last keyframe: the next pre-roll may need them to
     /// decode its first frames.
     written: VecDeque<Waiting>,
+    /// When the decoder started, and the pictures it gave.
+    decoding_since: Option<(Instant, u64)>,
+    /// The decoder was closed because the clip caught up with the camera (its memory is free now).
+    caught_up: bool,
 }
 
 impl Backlog {
@@ -125,9 +129,17 @@ impl Backlog {
                     waiting.image.take()
                 }
             };
-            if self.frames.is_empty() {
+            if self.frames.is_empty() && self.decoder.is_some() {
                 // Caught up: the frames to come bring their own pictures.
+                if let Some((since, pictures)) = self.decoding_since {
+                    debug!(
+                        pictures,
+                        ms = since.elapsed().as_millis() as u64,
+                        "frames kept as packets written; caught up with the camera"
+                    );
+                }
                 self.close_decoder();
+                self.caught_up = true;
             }
             let to_write = !waiting.written && waiting.at.pts >= self.write_from;
             match image {
@@ -172,8 +184,9 @@ impl Backlog {
     }
 
     /// Keeps the frames at most `pre_roll` older than `now` (from the keyframe before them, whose
-    /// packets they need) and within `max_bytes`, dropping the oldest first.
-    pub fn keep_pre_roll(&mut self, now: Duration, pre_roll: Duration, max_bytes: u64) {
+    /// packets they need) and within `max_bytes`, dropping the oldest first. True when `max_bytes` cut
+    /// frames `pre_roll` would keep.
+    pub fn keep_pre_roll(&mut self, now: Duration, pre_roll: Duration, max_bytes: u64) -> bool {
         self.write_from = now.saturating_sub(pre_roll);
         if self.frames.front().is_some_and(|f| !f.starts_alone())
             && self.written.front().is_some_and(Waiting::starts_alone)
@@ -199,13 +212,19 @@ impl Backlog {
         for _ in 0..start {
             self.drop_front();
         }
+        let mut cut = false;
         while self.bytes > max_bytes && !self.frames.is_empty() {
+            cut |= self
+                .frames
+                .front()
+                .is_some_and(|f| f.at.pts >= self.write_from);
             self.drop_front();
             // Without their keyframe the frames up to the next one cannot be decoded either.
             while self.frames.front().is_some_and(|f| !f.starts_alone()) {
                 self.drop_front();
             }
         }
+        cut
     }
 
     pub fn clear(&mut self) {
@@ -213,6 +232,11 @@ impl Backlog {
         self.written.clear();
         self.bytes = 0;
         self.close_decoder();
+    }
+
+    /// True once after the clip caught up with the camera and the decoder was closed.
+    pub fn take_caught_up(&mut self) -> bool {
+        std::mem::take(&mut self.caught_up)
     }
 
     fn will_write(&self, frame: &Waiting) -> bool {
@@ -253,6 +277,7 @@ impl Backlog {
         match PacketDecoder::start() {
             Ok(decoder) => {
                 self.decoder = Some(decoder);
+                self.decoding_since = Some((Instant::now(), 0));
                 true
             }
             Err(e) => {
@@ -265,6 +290,7 @@ impl Backlog {
     fn close_decoder(&mut self) {
         self.decoder = None;
         self.decoded_early = None;
+        self.decoding_since = None;
         for frame in &mut self.frames {
             frame.fed = false;
         }
@@ -319,7 +345,12 @@ impl Backlog {
                     self.decoded_early = Some((Some(pts), image));
                     return Ok(None);
                 }
-                Some((_, image)) => return Ok(Some(image)),
+                Some((_, image)) => {
+                    if let Some((_, pictures)) = self.decoding_since.as_mut() {
+                        *pictures += 1;
+                    }
+                    return Ok(Some(image));
+                }
                 None => {
                     if self.feed(next_to_feed)? {
                         next_to_feed += 1;
