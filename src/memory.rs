@@ -1,9 +1,9 @@
 //! The process's memory on a small Pi: glibc's allocator tuned for a service that moves large frames
 //! between threads.
 //!
-//! Frames (0.7 MB at 640x360, 6 MB at 1080p) are allocated by the camera thread and freed by the motion
-//! or recorder thread, the pre-roll keeps seconds of them, and each clip starts GStreamer and x264
-//! threads. glibc keeps what was freed for reuse, so resident memory drifts up by tens of megabytes over
+//! Frames (0.35 MB at 640x360, 3.1 MB at 1080p) are allocated by the camera thread and freed by the
+//! motion or recorder thread, a clip's pre-roll is decoded again in a burst, and each clip starts
+//! GStreamer and x264 threads. glibc keeps what was freed for reuse, so resident memory drifts up by tens of megabytes over
 //! hours of reconnects and clips without a leak (measured: +6 MB over 13 camera cycles, in steps). Two
 //! arenas and giving free pages back after each clip keep it at what is really in use. On 32-bit glibc
 //! frames are kept in the heap instead of being mapped afresh each time (see `tune_allocator`).
@@ -35,8 +35,8 @@ pub fn tune_allocator() {
 }
 
 /// Gives the allocator's free pages back to the system (`malloc_trim`, which also releases whole free
-/// pages inside the heap). Takes well under a millisecond; called when a clip closes and when the camera
-/// stream ends, the moments after which many frames were just freed.
+/// pages inside the heap). Takes well under a millisecond; called when a clip closes, when its pre-roll
+/// has been written and when the camera stream ends, the moments after which many frames were just freed.
 pub fn return_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim is thread-safe and only releases memory the allocator holds free.

@@ -25,6 +25,9 @@ use crate::{camera, motion, recorder, upload};
 /// further behind, the camera drops new frames rather than block (see `camera`).
 const STAGE_QUEUE_FRAMES: usize = 8;
 
+/// How long the stop waits for the camera thread to finish its read and log its last line.
+const CAMERA_STOP_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Runs the service until `shutdown` is requested and the shutdown sequence is over.
 pub async fn run<S: ClipSink + 'static>(
     config: ServiceConfig,
@@ -131,7 +134,7 @@ pub async fn run<S: ClipSink + 'static>(
     let deadline = tokio::time::Instant::now() + config.shutdown_grace;
     let started = Instant::now();
     // The recorder closes its clip as soon as it sees the request; the camera may sit in a read until its
-    // timeout, so it is not waited for.
+    // timeout, so it is waited for only briefly, last.
     let recorder_joined = tokio::time::timeout_at(deadline, join_stage(recorder_thread)).await;
     if recorder_joined.is_err() {
         warn!("the recorder did not finish within SHUTDOWN_GRACE");
@@ -149,7 +152,10 @@ pub async fn run<S: ClipSink + 'static>(
         send_last_events(task, deadline).await;
     }
     let _ = tokio::time::timeout_at(deadline, join_stage(motion_thread)).await;
-    drop(camera_thread);
+    // The camera sees the request after its current read (a frame interval when the camera streams) and
+    // logs its frame counts; a camera stuck until its read timeout is not waited for.
+    let camera_wait = deadline.min(tokio::time::Instant::now() + CAMERA_STOP_WAIT);
+    let _ = tokio::time::timeout_at(camera_wait, join_stage(camera_thread)).await;
     status_task.abort();
     if let Some(task) = metrics_task {
         task.abort();
