@@ -79,6 +79,37 @@ pub fn colorimetry(video: &VideoInfo) -> Colorimetry {
     }
 }
 
+/// What a wait for a decoded picture brought.
+pub enum Pulled {
+    Picture(gst::Sample),
+    /// The stream ended (end of file, or the source stopped).
+    Ended,
+    /// Nothing within the wait.
+    Nothing,
+}
+
+/// Waits up to `wait` for the next decoded sample at `sink`, watching the pipeline for errors (GStreamer's
+/// message) and the end meanwhile.
+pub fn pull(sink: &AppSink, pipeline: &gst::Pipeline, wait: Duration) -> Result<Pulled, String> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let poll = gst::ClockTime::from_nseconds(left.min(POLL).as_nanos() as u64);
+        if let Some(sample) = sink.try_pull_sample(poll) {
+            return Ok(Pulled::Picture(sample));
+        }
+        if let Some(failure) = gst_pipeline::first_error(pipeline) {
+            return Err(failure);
+        }
+        if sink.is_eos() {
+            return Ok(Pulled::Ended);
+        }
+        if left.is_zero() {
+            return Ok(Pulled::Nothing);
+        }
+    }
+}
+
 /// A decoder fed packets by hand: `push` them in decode order, starting at a keyframe, and `next`
 /// hands out the pictures with the timestamps the packets carried. One decoding thread: frame threading
 /// would hold each picture back until more packets came, and the pre-roll is decoded beside the live
@@ -119,7 +150,7 @@ impl PacketDecoder {
         self.source
             .push_sample(packet)
             .map(|_| ())
-            .map_err(|flow| match self.failure() {
+            .map_err(|flow| match gst_pipeline::first_error(&self.pipeline) {
                 Some(failure) => failure,
                 None => format!("the decoder refused a packet: {flow:?}"),
             })
@@ -130,25 +161,13 @@ impl PacketDecoder {
         &self,
         wait: Duration,
     ) -> Result<Option<(Option<gst::ClockTime>, I420Image)>, String> {
-        let deadline = Instant::now() + wait;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let poll = gst::ClockTime::from_nseconds(left.min(POLL).as_nanos() as u64);
-            if let Some(sample) = self.sink.try_pull_sample(poll) {
+        match pull(&self.sink, &self.pipeline, wait)? {
+            Pulled::Picture(sample) => {
                 let pts = sample.buffer().and_then(|buffer| buffer.pts());
-                return image_from_sample(&sample).map(|image| Some((pts, image)));
+                image_from_sample(&sample).map(|image| Some((pts, image)))
             }
-            if let Some(failure) = self.failure() {
-                return Err(failure);
-            }
-            if left.is_zero() {
-                return Ok(None);
-            }
+            Pulled::Ended | Pulled::Nothing => Ok(None),
         }
-    }
-
-    fn failure(&self) -> Option<String> {
-        gst_pipeline::first_error(&self.pipeline)
     }
 }
 

@@ -20,7 +20,7 @@ use gstreamer_video::VideoInfo;
 use opencv::core::Size;
 
 use crate::config::CameraSettings;
-use crate::decoding::{self, DECODE_TO_I420};
+use crate::decoding::{self, DECODE_TO_I420, Pulled};
 use crate::gst_pipeline;
 use crate::i420::I420Image;
 use crate::stream::{Encoded, StreamInfo};
@@ -35,8 +35,6 @@ const RTSP_LATENCY_MS: u32 = 200;
 /// Decoding threads at most (see `decoding::limit_decoder_threads`). Two keep a Pi's 1080p30 decoding
 /// on two cores.
 const MAX_DECODER_THREADS: i32 = 2;
-/// How often a wait for a frame looks at the pipeline's messages (errors, end of stream).
-const POLL: Duration = Duration::from_millis(100);
 /// Packets waiting for their picture at most: far more than a decoder holds back, a bound for a decoder
 /// that stopped giving pictures.
 const MAX_QUEUED_PACKETS: usize = 300;
@@ -202,28 +200,11 @@ impl CameraStream {
 
     /// Waits up to `timeout` for the next decoded sample, watching for errors and the end meanwhile.
     fn pull(&self, timeout: Duration) -> Result<gst::Sample, CaptureError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let wait = gst::ClockTime::from_nseconds(left.min(POLL).as_nanos() as u64);
-            if let Some(sample) = self.sink.try_pull_sample(wait) {
-                return Ok(sample);
-            }
-            if let Some(failure) = self.failure() {
-                return Err(failure);
-            }
-            if self.sink.is_eos() {
-                return Err(CaptureError::Ended);
-            }
-            if left.is_zero() {
-                return Err(CaptureError::NoFrame { timeout });
-            }
+        match decoding::pull(&self.sink, &self.pipeline, timeout).map_err(CaptureError::Failed)? {
+            Pulled::Picture(sample) => Ok(sample),
+            Pulled::Ended => Err(CaptureError::Ended),
+            Pulled::Nothing => Err(CaptureError::NoFrame { timeout }),
         }
-    }
-
-    /// The pipeline's first error, if it reported one.
-    fn failure(&self) -> Option<CaptureError> {
-        gst_pipeline::first_error(&self.pipeline).map(CaptureError::Failed)
     }
 
     /// The sample's picture, refused when the stream changed its size.

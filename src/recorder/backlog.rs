@@ -112,14 +112,7 @@ impl Backlog {
     /// not kept. A frame that cannot be decoded is left out.
     pub fn pop(&mut self) -> Option<Ready> {
         loop {
-            let front = self.frames.front()?;
-            let decoded = if front.image.is_some() {
-                self.feed_front_if_decoding().map(|()| None)
-            } else if self.decoder.is_none() && !self.start_decoder() {
-                Ok(None)
-            } else {
-                self.decode_front()
-            };
+            let decoded = self.decode_front_if_needed();
             let mut waiting = self.take_front()?;
             let image = match decoded {
                 Ok(decoded) => waiting.image.take().or(decoded),
@@ -129,35 +122,26 @@ impl Backlog {
                     waiting.image.take()
                 }
             };
-            if self.frames.is_empty() && self.decoder.is_some() {
-                // Caught up: the frames to come bring their own pictures.
-                if let Some((since, pictures)) = self.decoding_since {
-                    debug!(
-                        pictures,
-                        ms = since.elapsed().as_millis() as u64,
-                        "frames kept as packets written; caught up with the camera"
-                    );
-                }
-                self.close_decoder();
-                self.caught_up = true;
+            if self.frames.is_empty() {
+                self.close_decoder_caught_up();
             }
-            let to_write = !waiting.written && waiting.at.pts >= self.write_from;
-            match image {
-                Some(image) if to_write => {
-                    let ready = Ready {
-                        at: waiting.at,
-                        boxes: std::mem::take(&mut waiting.boxes),
-                        image,
-                    };
-                    self.remember_written(waiting);
-                    return Some(ready);
-                }
+            let to_write = self.will_write(&waiting);
+            let ready = match image {
+                Some(image) if to_write => Some(Ready {
+                    at: waiting.at,
+                    boxes: std::mem::take(&mut waiting.boxes),
+                    image,
+                }),
                 None if to_write => {
                     debug!(pts = ?waiting.at.pts, "a frame kept as packets could not be decoded; left out");
+                    None
                 }
-                _ => {}
-            }
+                _ => None,
+            };
             self.remember_written(waiting);
+            if ready.is_some() {
+                return ready;
+            }
         }
     }
 
@@ -287,6 +271,39 @@ impl Backlog {
         }
     }
 
+    /// The front frame's picture from the decoder when the frame kept only its packets (starting the
+    /// decoder there if none runs); `None` when it keeps its own picture or cannot be decoded.
+    fn decode_front_if_needed(&mut self) -> Result<Option<I420Image>, String> {
+        let Some(front) = self.frames.front() else {
+            return Ok(None);
+        };
+        if front.image.is_some() {
+            // Frames after it may still need its packets as their reference.
+            self.feed(0)?;
+            Ok(None)
+        } else if self.decoder.is_none() && !self.start_decoder() {
+            Ok(None)
+        } else {
+            self.decode_front()
+        }
+    }
+
+    /// Closes the decoder once nothing waits: the frames to come bring their own pictures.
+    fn close_decoder_caught_up(&mut self) {
+        if self.decoder.is_none() {
+            return;
+        }
+        if let Some((since, pictures)) = self.decoding_since {
+            debug!(
+                pictures,
+                ms = since.elapsed().as_millis() as u64,
+                "frames kept as packets written; caught up with the camera"
+            );
+        }
+        self.close_decoder();
+        self.caught_up = true;
+    }
+
     fn close_decoder(&mut self) {
         self.decoder = None;
         self.decoded_early = None;
@@ -294,14 +311,6 @@ impl Backlog {
         for frame in &mut self.frames {
             frame.fed = false;
         }
-    }
-
-    /// Feeds the front frame's packets to a running decoder: frames after it need them.
-    fn feed_front_if_decoding(&mut self) -> Result<(), String> {
-        if self.decoder.is_some() {
-            self.feed(0)?;
-        }
-        Ok(())
     }
 
     /// Gives the decoder the packets of frame `index` if it has not had them; false when there is no
