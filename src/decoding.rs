@@ -169,6 +169,35 @@ impl PacketDecoder {
             Pulled::Ended | Pulled::Nothing => Ok(None),
         }
     }
+
+    /// Ends the stream and takes every picture the decoder still held back, within `timeout`. The
+    /// decoder takes no packets after this.
+    pub fn drain(
+        &self,
+        timeout: Duration,
+    ) -> Result<Vec<(Option<gst::ClockTime>, I420Image)>, String> {
+        self.source
+            .end_of_stream()
+            .map_err(|flow| format!("the decoder refused the end of its stream: {flow:?}"))?;
+        let deadline = Instant::now() + timeout;
+        let mut pictures = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match pull(&self.sink, &self.pipeline, left)? {
+                Pulled::Picture(sample) => {
+                    let pts = sample.buffer().and_then(|buffer| buffer.pts());
+                    pictures.push((pts, image_from_sample(&sample)?));
+                }
+                Pulled::Ended => return Ok(pictures),
+                Pulled::Nothing => {
+                    return Err(format!(
+                        "the decoder did not finish within {} s",
+                        timeout.as_secs()
+                    ));
+                }
+            }
+        }
+    }
 }
 
 impl Drop for PacketDecoder {

@@ -6,8 +6,12 @@
 //! clip writes at once when nothing waits before it). The pre-roll is cut at a keyframe, so that its
 //! packets can be decoded: when a clip opens, a `PacketDecoder` turns them back into pictures, those
 //! older than the pre-roll only as the decoder's references. Once the clip has caught up with the camera
-//! the decoder is closed and the pictures go to the encoder as the camera's decoder gave them. Frames of
-//! a source without packets keep their pictures.
+//! the decoder is closed and the pictures go to the encoder as the camera's decoder gave them. Pictures
+//! are matched to frames by their stream timestamps, so B-frames (decoded out of order) and frames the
+//! camera dropped (their packets came with the next frame) need nothing special, except at the end: a
+//! decoder holds pictures back for reordering until more packets come, so when it has every packet
+//! there is, its stream is ended to get them (`drain`), and the frames after that keep their pictures.
+//! Frames of a source without packets keep their pictures.
 //!
 //! Encoding seconds of frames at once would stall the recorder and make the camera drop the very frames
 //! that show the motion, so the backlog is written one frame per incoming frame and caught up when the
@@ -27,7 +31,7 @@ use crate::stream::{Encoded, Timestamp, Verdict};
 /// Frames whose packets the decoder is given ahead of the one whose picture is wanted: a decoder may
 /// hold a picture back until it has the next packet.
 const FEED_AHEAD: usize = 2;
-/// How long the decoder may take for one picture before the frames it was to decode are given up.
+/// How long the decoder may take to give out the pictures it holds back when its stream is ended.
 const DECODE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long to wait for a picture before giving the decoder more packets.
 const DECODE_WAIT: Duration = Duration::from_millis(20);
@@ -62,11 +66,6 @@ impl Waiting {
     fn bytes(&self) -> u64 {
         self.image_bytes() + self.encoded.byte_len()
     }
-
-    /// Whether writing can start here: its picture is kept, or its packets start with a keyframe.
-    fn starts_alone(&self) -> bool {
-        self.image.is_some() || self.encoded.starts_with_keyframe()
-    }
 }
 
 #[derive(Default)]
@@ -76,8 +75,13 @@ pub struct Backlog {
     /// Frames before this stream time are kept for decoding only (the pre-roll was cut here).
     write_from: Duration,
     decoder: Option<PacketDecoder>,
-    /// A picture the decoder gave before the frame it belongs to was wanted.
-    decoded_early: Option<(Option<gst::ClockTime>, I420Image)>,
+    /// Pictures the decoder gave before the frames they belong to were wanted.
+    decoded: VecDeque<(Option<gst::ClockTime>, I420Image)>,
+    /// The decoder had all the packets there were and gave out the pictures it held back (B-frames):
+    /// it takes no more, so the frames that come now keep their own pictures.
+    drained: bool,
+    /// This stream's frames come with packets (otherwise they keep their pictures).
+    packets_seen: bool,
     /// The packets of the frames written since the last keyframe: the next pre-roll may need them to
     /// decode its first frames.
     written: VecDeque<Waiting>,
@@ -88,10 +92,13 @@ pub struct Backlog {
 }
 
 impl Backlog {
-    /// Takes a frame in. The frame before it keeps only its packets (when it has any).
+    /// Takes a frame in. The frame before it keeps only its packets (when the stream has packets and
+    /// a decoder can still take them).
     pub fn push(&mut self, verdict: Verdict) {
-        if let Some(previous) = self.frames.back_mut()
-            && !previous.encoded.is_empty()
+        self.packets_seen |= !verdict.frame.encoded.is_empty();
+        if self.packets_seen
+            && !self.drained
+            && let Some(previous) = self.frames.back_mut()
         {
             self.bytes -= previous.image_bytes();
             previous.image = None;
@@ -172,8 +179,8 @@ impl Backlog {
     /// frames `pre_roll` would keep.
     pub fn keep_pre_roll(&mut self, now: Duration, pre_roll: Duration, max_bytes: u64) -> bool {
         self.write_from = now.saturating_sub(pre_roll);
-        if self.frames.front().is_some_and(|f| !f.starts_alone())
-            && self.written.front().is_some_and(Waiting::starts_alone)
+        if self.frames.front().is_some_and(|f| !self.can_start_at(f))
+            && self.written.front().is_some_and(|f| self.can_start_at(f))
         {
             // The frames after a clip need the packets of its last frames to be decoded.
             for mut reference in self.written.drain(..).rev() {
@@ -191,7 +198,7 @@ impl Backlog {
             .frames
             .iter()
             .take(recent + 1)
-            .rposition(Waiting::starts_alone)
+            .rposition(|f| self.can_start_at(f))
             .unwrap_or(recent);
         for _ in 0..start {
             self.drop_front();
@@ -204,7 +211,7 @@ impl Backlog {
                 .is_some_and(|f| f.at.pts >= self.write_from);
             self.drop_front();
             // Without their keyframe the frames up to the next one cannot be decoded either.
-            while self.frames.front().is_some_and(|f| !f.starts_alone()) {
+            while self.frames.front().is_some_and(|f| !self.can_start_at(f)) {
                 self.drop_front();
             }
         }
@@ -215,12 +222,19 @@ impl Backlog {
         self.frames.clear();
         self.written.clear();
         self.bytes = 0;
+        self.packets_seen = false;
         self.close_decoder();
     }
 
     /// True once after the clip caught up with the camera and the decoder was closed.
     pub fn take_caught_up(&mut self) -> bool {
         std::mem::take(&mut self.caught_up)
+    }
+
+    /// Whether writing can start at `frame`: its packets start with a keyframe, or (in a stream without
+    /// packets) it keeps its picture.
+    fn can_start_at(&self, frame: &Waiting) -> bool {
+        frame.encoded.starts_with_keyframe() || (!self.packets_seen && frame.image.is_some())
     }
 
     fn will_write(&self, frame: &Waiting) -> bool {
@@ -255,7 +269,7 @@ impl Backlog {
     /// Starts decoding at the front frame; false (the frame is to be left out) when it is not a
     /// keyframe or the decoder cannot start.
     fn start_decoder(&mut self) -> bool {
-        if !self.frames.front().is_some_and(Waiting::starts_alone) {
+        if !self.frames.front().is_some_and(|f| self.can_start_at(f)) {
             return false;
         }
         match PacketDecoder::start() {
@@ -306,7 +320,8 @@ impl Backlog {
 
     fn close_decoder(&mut self) {
         self.decoder = None;
-        self.decoded_early = None;
+        self.decoded.clear();
+        self.drained = false;
         self.decoding_since = None;
         for frame in &mut self.frames {
             frame.fed = false;
@@ -316,8 +331,11 @@ impl Backlog {
     /// Gives the decoder the packets of frame `index` if it has not had them; false when there is no
     /// such frame.
     fn feed(&mut self, index: usize) -> Result<bool, String> {
-        let (Some(decoder), Some(frame)) = (self.decoder.as_ref(), self.frames.get_mut(index))
-        else {
+        let (Some(decoder), Some(frame), false) = (
+            self.decoder.as_ref(),
+            self.frames.get_mut(index),
+            self.drained,
+        ) else {
             return Ok(false);
         };
         if !frame.fed {
@@ -336,10 +354,10 @@ impl Backlog {
         }
         let wanted = self.frames.front().and_then(|f| f.encoded.pts);
         let mut next_to_feed = FEED_AHEAD + 1;
-        let deadline = Instant::now() + DECODE_TIMEOUT;
         loop {
-            let picture = match self.decoded_early.take() {
+            let picture = match self.decoded.pop_front() {
                 Some(picture) => Some(picture),
+                None if self.drained => return Ok(None),
                 None => self
                     .decoder
                     .as_ref()
@@ -351,7 +369,7 @@ impl Backlog {
                     // The picture of a frame the camera dropped: not in the backlog.
                 }
                 Some((Some(pts), image)) if wanted.is_some_and(|wanted| pts > wanted) => {
-                    self.decoded_early = Some((Some(pts), image));
+                    self.decoded.push_front((Some(pts), image));
                     return Ok(None);
                 }
                 Some((_, image)) => {
@@ -363,12 +381,21 @@ impl Backlog {
                 None => {
                     if self.feed(next_to_feed)? {
                         next_to_feed += 1;
-                    } else if Instant::now() > deadline {
-                        return Err(format!("no picture within {} s", DECODE_TIMEOUT.as_secs()));
+                    } else {
+                        self.drain()?;
                     }
                 }
             }
         }
+    }
+
+    /// The decoder has every packet there is and still holds pictures back (a stream with B-frames
+    /// reorders them): end its stream so that it gives them all.
+    fn drain(&mut self) -> Result<(), String> {
+        let decoder = self.decoder.as_ref().ok_or("no decoder")?;
+        self.decoded.extend(decoder.drain(DECODE_TIMEOUT)?);
+        self.drained = true;
+        Ok(())
     }
 }
 

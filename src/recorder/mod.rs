@@ -698,13 +698,67 @@ mod tests {
         greys
     }
 
+    /// The same video as `video_of_numbered_frames`, encoded by ffmpeg with `codec` (arguments), a
+    /// keyframe every 30 frames and closed GOPs, as cameras send them.
+    fn video_of_numbered_frames_by_ffmpeg(path: &std::path::Path, frames: u64, codec: &[&str]) {
+        let status = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+            // Frame n: a flat grey of `grey_of(n)`.
+            .arg("color=c=black:s=160x120:r=15,geq=lum='20+2*N':cb=128:cr=128,format=yuv420p")
+            .args(["-frames:v", &frames.to_string()])
+            .args(codec)
+            .arg(path)
+            .status()
+            .expect("ffmpeg (scripts/setup.sh installs it)");
+        assert!(status.success());
+    }
+
     #[test]
     fn the_pre_roll_is_kept_as_packets_and_decoded_back_into_the_clip() {
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("numbered.mp4");
         video_of_numbered_frames(&source, 90);
+        pre_roll_packets_decode_back_into_the_clips(&source);
+    }
+
+    #[test]
+    fn a_pre_roll_with_b_frames_or_in_h265_decodes_back_into_the_clip() {
+        let dir = tempfile::tempdir().unwrap();
+        let b_frames = dir.path().join("b-frames.mp4");
+        video_of_numbered_frames_by_ffmpeg(
+            &b_frames,
+            90,
+            &[
+                "-c:v",
+                "libx264",
+                "-bf",
+                "2",
+                "-g",
+                "30",
+                "-sc_threshold",
+                "0",
+            ],
+        );
+        pre_roll_packets_decode_back_into_the_clips(&b_frames);
+        let h265 = dir.path().join("h265.mp4");
+        video_of_numbered_frames_by_ffmpeg(
+            &h265,
+            90,
+            &[
+                "-c:v",
+                "libx265",
+                "-x265-params",
+                "log-level=error:keyint=30:min-keyint=30:scenecut=0:open-gop=0:bframes=2",
+            ],
+        );
+        pre_roll_packets_decode_back_into_the_clips(&h265);
+    }
+
+    /// Runs the recorder over `source` (90 numbered frames, keyframes at 0, 30 and 60) with a 1 s
+    /// pre-roll and checks that every frame of both clips is the right picture.
+    fn pre_roll_packets_decode_back_into_the_clips(source: &std::path::Path) {
         let (_spool_dir, _spool, mut recorder) = recorder_of_2s_clips_with(Duration::from_secs(1));
-        let mut camera = crate::camera::CameraStream::open_file(&source).unwrap();
+        let mut camera = crate::camera::CameraStream::open_file(source).unwrap();
         let mut clips = Vec::new();
         clips.extend(recorder.handle(started()).unwrap());
         let mut pre_roll_bytes = 0;
@@ -739,7 +793,7 @@ mod tests {
             pre_roll_bytes < 2 * picture_bytes,
             "15 frames of pre-roll held as packets and one picture: {pre_roll_bytes} bytes"
         );
-        assert_eq!(clips.len(), 2);
+        assert_eq!(clips.len(), 2, "{}", source.display());
         // Clip 1: 1 s of pre-roll (frames 35-49 but 40, decoded from the keyframe at 30) and 2 s of
         // recording.
         // Clip 2: frames 80-84 (the pre-roll after clip 1, decoded from the keyframe at 60 that clip 1
@@ -749,11 +803,13 @@ mod tests {
             let greys = greys_in(&clip.clip.path);
             assert_eq!(greys.len() as u64, clip.frames);
             let sources = (first..).filter(|&n| n != dropped);
+            let path = source;
             for (i, (grey, source)) in greys.iter().zip(sources).enumerate() {
                 let expected = grey_of(source);
                 assert!(
                     (grey - expected).abs() < 1.5,
-                    "frame {i} of the clip from frame {first}: grey {grey:.1}, not {expected} (frame {source})"
+                    "{}: frame {i} of the clip from frame {first}: grey {grey:.1}, not {expected} (frame {source})",
+                    path.display()
                 );
             }
         }
