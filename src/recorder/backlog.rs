@@ -31,7 +31,12 @@ use crate::stream::{Encoded, Timestamp, Verdict};
 /// Frames whose packets the decoder is given ahead of the one whose picture is wanted: a decoder may
 /// hold a picture back until it has the next packet.
 const FEED_AHEAD: usize = 2;
-/// How long the decoder may take to give out the pictures it holds back when its stream is ended.
+/// Frames it is given ahead at most while no picture comes: more than a stream with B-frames holds
+/// back for reordering. A slow decoder is waited for instead, so that ending its stream (`drain`) never
+/// brings more pictures into memory at once than this.
+const MAX_FEED_AHEAD: usize = 8;
+/// How long the decoder may take for a picture, or to give out those it holds back when its stream is
+/// ended.
 const DECODE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long to wait for a picture before giving the decoder more packets.
 const DECODE_WAIT: Duration = Duration::from_millis(20);
@@ -353,7 +358,7 @@ impl Backlog {
             self.feed(index)?;
         }
         let wanted = self.frames.front().and_then(|f| f.encoded.pts);
-        let mut next_to_feed = FEED_AHEAD + 1;
+        let deadline = Instant::now() + DECODE_TIMEOUT;
         loop {
             let picture = match self.decoded.pop_front() {
                 Some(picture) => Some(picture),
@@ -379,10 +384,14 @@ impl Backlog {
                     return Ok(Some(image));
                 }
                 None => {
-                    if self.feed(next_to_feed)? {
-                        next_to_feed += 1;
-                    } else {
+                    let fed = self.frames.iter().take_while(|f| f.fed).count();
+                    if fed == self.frames.len() {
+                        // Every packet is in: what is missing, the decoder holds back.
                         self.drain()?;
+                    } else if fed <= MAX_FEED_AHEAD {
+                        self.feed(fed)?;
+                    } else if Instant::now() > deadline {
+                        return Err(format!("no picture within {} s", DECODE_TIMEOUT.as_secs()));
                     }
                 }
             }
