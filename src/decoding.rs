@@ -67,6 +67,18 @@ pub fn image_from_sample(sample: &gst::Sample) -> Result<I420Image, String> {
     Ok(image)
 }
 
+/// The stream timestamp of a sample's buffer.
+pub fn pts_of(sample: &gst::Sample) -> Option<gst::ClockTime> {
+    sample.buffer().and_then(|buffer| buffer.pts())
+}
+
+/// A decoded picture with its stream timestamp.
+pub type TimedPicture = (Option<gst::ClockTime>, I420Image);
+
+fn timed_picture(sample: &gst::Sample) -> Result<TimedPicture, String> {
+    Ok((pts_of(sample), image_from_sample(sample)?))
+}
+
 /// The stream's matrix and range as the decoder reports them (BT.601 for anything but BT.709).
 pub fn colorimetry(video: &VideoInfo) -> Colorimetry {
     let colorimetry = video.colorimetry();
@@ -126,12 +138,8 @@ impl PacketDecoder {
             "appsrc name=source format=time ! {DECODE_TO_I420}"
         ))?;
         limit_decoder_threads(&pipeline, 1);
-        let source = gst_pipeline::element(&pipeline, "source")?
-            .dynamic_cast::<AppSrc>()
-            .map_err(|_| "the source is not an appsrc")?;
-        let sink = gst_pipeline::element(&pipeline, "sink")?
-            .dynamic_cast::<AppSink>()
-            .map_err(|_| "the sink is not an appsink")?;
+        let source = gst_pipeline::element_as(&pipeline, "source")?;
+        let sink = gst_pipeline::element_as(&pipeline, "sink")?;
         // Dropping `decoder` stops the pipeline if it cannot play.
         let decoder = Self {
             pipeline,
@@ -157,25 +165,16 @@ impl PacketDecoder {
     }
 
     /// The next decoded picture and its timestamp, waiting up to `wait`; `None` when none came by then.
-    pub fn next(
-        &self,
-        wait: Duration,
-    ) -> Result<Option<(Option<gst::ClockTime>, I420Image)>, String> {
+    pub fn next(&self, wait: Duration) -> Result<Option<TimedPicture>, String> {
         match pull(&self.sink, &self.pipeline, wait)? {
-            Pulled::Picture(sample) => {
-                let pts = sample.buffer().and_then(|buffer| buffer.pts());
-                image_from_sample(&sample).map(|image| Some((pts, image)))
-            }
+            Pulled::Picture(sample) => timed_picture(&sample).map(Some),
             Pulled::Ended | Pulled::Nothing => Ok(None),
         }
     }
 
     /// Ends the stream and takes every picture the decoder still held back, within `timeout`. The
     /// decoder takes no packets after this.
-    pub fn drain(
-        &self,
-        timeout: Duration,
-    ) -> Result<Vec<(Option<gst::ClockTime>, I420Image)>, String> {
+    pub fn drain(&self, timeout: Duration) -> Result<Vec<TimedPicture>, String> {
         self.source
             .end_of_stream()
             .map_err(|flow| format!("the decoder refused the end of its stream: {flow:?}"))?;
@@ -184,10 +183,7 @@ impl PacketDecoder {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match pull(&self.sink, &self.pipeline, left)? {
-                Pulled::Picture(sample) => {
-                    let pts = sample.buffer().and_then(|buffer| buffer.pts());
-                    pictures.push((pts, image_from_sample(&sample)?));
-                }
+                Pulled::Picture(sample) => pictures.push(timed_picture(&sample)?),
                 Pulled::Ended => return Ok(pictures),
                 Pulled::Nothing => {
                     return Err(format!(

@@ -21,6 +21,13 @@ pub fn element(pipeline: &gst::Pipeline, name: &str) -> Result<gst::Element, Str
         .ok_or_else(|| format!("no element {name}"))
 }
 
+/// The element named `name`, as the kind of element it must be (an `AppSrc`, an `AppSink`).
+pub fn element_as<T: IsA<gst::Element>>(pipeline: &gst::Pipeline, name: &str) -> Result<T, String> {
+    element(pipeline, name)?
+        .dynamic_cast::<T>()
+        .map_err(|_| format!("{name} is not a {}", T::static_type().name()))
+}
+
 /// The pipeline's first error, if it reported one (taken off the bus).
 pub fn first_error(pipeline: &gst::Pipeline) -> Option<String> {
     let message = pipeline.bus()?.pop_filtered(&[gst::MessageType::Error])?;

@@ -127,9 +127,8 @@ impl CameraStream {
         open_timeout: Duration,
         read_timeout: Duration,
     ) -> Result<Self, CaptureError> {
-        let sink = by_name(&pipeline, "sink")?
-            .dynamic_cast::<AppSink>()
-            .map_err(|_| CaptureError::Gst("the sink is not an appsink".into()))?;
+        let sink: AppSink =
+            gst_pipeline::element_as(&pipeline, "sink").map_err(CaptureError::Gst)?;
         let packets = PacketQueue::default();
         packets.watch(&by_name(&pipeline, "decoder")?)?;
         let started = Instant::now();
@@ -166,7 +165,7 @@ impl CameraStream {
         if stream.info.size.width % 2 != 0 || stream.info.size.height % 2 != 0 {
             return Err(CaptureError::OddSize(stream.info.size));
         }
-        let mut timestamps = vec![first.buffer().and_then(|b| b.pts())];
+        let mut timestamps = vec![decoding::pts_of(&first)];
         let first_frame = stream.to_frame(&first)?;
         stream.pending.push_back(first_frame);
         let stated = f64::from(video.fps().numer()) / f64::from(video.fps().denom().max(1));
@@ -175,7 +174,7 @@ impl CameraStream {
         } else {
             while stream.pending.len() < RATE_PROBE_FRAMES {
                 let sample = stream.pull(read_timeout)?;
-                timestamps.push(sample.buffer().and_then(|b| b.pts()));
+                timestamps.push(decoding::pts_of(&sample));
                 let frame = stream.to_frame(&sample)?;
                 stream.pending.push_back(frame);
             }
@@ -221,10 +220,9 @@ impl CameraStream {
 
     /// The sample's picture with the packets it was decoded from.
     fn to_frame(&self, sample: &gst::Sample) -> Result<CameraFrame, CaptureError> {
-        let pts = sample.buffer().and_then(|buffer| buffer.pts());
         Ok(CameraFrame {
             image: self.to_image(sample)?,
-            encoded: self.packets.take_through(pts),
+            encoded: self.packets.take_through(decoding::pts_of(sample)),
         })
     }
 }
@@ -290,13 +288,13 @@ impl PacketQueue {
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let packet_pts = |packet: &gst::Sample| packet.buffer().and_then(|buffer| buffer.pts());
-        let count = match pts.and_then(|pts| queue.iter().rposition(|p| packet_pts(p) == Some(pts)))
+        let count = match pts
+            .and_then(|pts| queue.iter().rposition(|p| decoding::pts_of(p) == Some(pts)))
         {
             Some(own) => own + 1,
             None => queue
                 .iter()
-                .take_while(|p| match (packet_pts(p), pts) {
+                .take_while(|p| match (decoding::pts_of(p), pts) {
                     (Some(packet), Some(picture)) => packet <= picture,
                     _ => true,
                 })

@@ -20,11 +20,10 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use gstreamer as gst;
 use opencv::core::Rect;
 use tracing::{debug, warn};
 
-use crate::decoding::PacketDecoder;
+use crate::decoding::{PacketDecoder, TimedPicture};
 use crate::i420::I420Image;
 use crate::stream::{Encoded, Timestamp, Verdict};
 
@@ -81,7 +80,7 @@ pub struct Backlog {
     write_from: Duration,
     decoder: Option<PacketDecoder>,
     /// Pictures the decoder gave before the frames they belong to were wanted.
-    decoded: VecDeque<(Option<gst::ClockTime>, I420Image)>,
+    decoded: VecDeque<TimedPicture>,
     /// The decoder had all the packets there were and gave out the pictures it held back (B-frames):
     /// it takes no more, so the frames that come now keep their own pictures.
     drained: bool,
@@ -89,7 +88,7 @@ pub struct Backlog {
     packets_seen: bool,
     /// The packets of the frames written since the last keyframe: the next pre-roll may need them to
     /// decode its first frames.
-    written: VecDeque<Waiting>,
+    references: VecDeque<Waiting>,
     /// When the decoder started, and the pictures it gave.
     decoding_since: Option<(Instant, u64)>,
     /// The decoder was closed because the clip caught up with the camera (its memory is free now).
@@ -185,10 +184,13 @@ impl Backlog {
     pub fn keep_pre_roll(&mut self, now: Duration, pre_roll: Duration, max_bytes: u64) -> bool {
         self.write_from = now.saturating_sub(pre_roll);
         if self.frames.front().is_some_and(|f| !self.can_start_at(f))
-            && self.written.front().is_some_and(|f| self.can_start_at(f))
+            && self
+                .references
+                .front()
+                .is_some_and(|f| self.can_start_at(f))
         {
             // The frames after a clip need the packets of its last frames to be decoded.
-            for mut reference in self.written.drain(..).rev() {
+            for mut reference in self.references.drain(..).rev() {
                 reference.fed = false;
                 self.bytes += reference.bytes();
                 self.frames.push_front(reference);
@@ -225,7 +227,7 @@ impl Backlog {
 
     pub fn clear(&mut self) {
         self.frames.clear();
-        self.written.clear();
+        self.references.clear();
         self.bytes = 0;
         self.packets_seen = false;
         self.close_decoder();
@@ -255,7 +257,7 @@ impl Backlog {
     /// Drops the oldest frame; the written frames before it are no use to the next pre-roll then.
     fn drop_front(&mut self) {
         self.take_front();
-        self.written.clear();
+        self.references.clear();
     }
 
     /// Keeps a written frame's packets while the next pre-roll may need them.
@@ -263,12 +265,12 @@ impl Backlog {
         if waiting.encoded.is_empty() {
             return;
         }
-        if waiting.encoded.starts_with_keyframe() || self.written.len() >= MAX_REMEMBERED {
-            self.written.clear();
+        if waiting.encoded.starts_with_keyframe() || self.references.len() >= MAX_REMEMBERED {
+            self.references.clear();
         }
         waiting.image = None;
         waiting.written = true;
-        self.written.push_back(waiting);
+        self.references.push_back(waiting);
     }
 
     /// Starts decoding at the front frame; false (the frame is to be left out) when it is not a

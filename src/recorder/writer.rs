@@ -104,9 +104,7 @@ impl ClipWriter {
             .build()
             .and_then(|info| info.to_caps())
             .map_err(|e| not_opened(e.to_string()))?;
-        let source = element("source")?
-            .dynamic_cast::<AppSrc>()
-            .map_err(|_| not_opened("no appsrc".into()))?;
+        let source: AppSrc = gst_pipeline::element_as(&pipeline, "source").map_err(not_opened)?;
         source.set_caps(Some(&caps));
         let encoder = element("encoder")?;
         encoder.set_property("key-int-max", (fps.round() as u32).max(1) * 2);
