@@ -8,7 +8,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app::{AppSink, AppSrc};
 use gstreamer_video::prelude::*;
-use gstreamer_video::{VideoFrameRef, VideoInfo};
+use gstreamer_video::{VideoFrameRef, VideoInfo, VideoMeta};
 use opencv::core::Size;
 
 use crate::gst_pipeline;
@@ -34,14 +34,43 @@ pub fn limit_decoder_threads(pipeline: &gst::Pipeline, threads: i32) {
     });
 }
 
-/// A decoded sample's picture, its planes copied into a packed I420 image (decoders pad rows to their
-/// alignment), marked with the stream's colorimetry.
+/// A decoded sample's picture, marked with the stream's colorimetry. The picture stays in the decoder's
+/// buffer when its planes are packed as an `I420Image` keeps them (the usual case); a decoder that pads
+/// its rows has them copied into a packed image.
 pub fn image_from_sample(sample: &gst::Sample) -> Result<I420Image, String> {
     let caps = sample.caps().ok_or("a picture without caps")?;
     let video = VideoInfo::from_caps(caps).map_err(|e| e.to_string())?;
     let size = Size::new(video.width() as i32, video.height() as i32);
-    let buffer = sample.buffer().ok_or("a sample without a buffer")?;
-    let frame = VideoFrameRef::from_buffer_ref_readable(buffer, &video)
+    let buffer = sample.buffer_owned().ok_or("a sample without a buffer")?;
+    let mut image = if is_packed_i420(&buffer, &video) {
+        I420Image::from_decoded(size, buffer).map_err(|e| e.to_string())?
+    } else {
+        copy_planes(&buffer, &video)?
+    };
+    image.set_colorimetry(colorimetry(&video));
+    Ok(image)
+}
+
+/// Whether `buffer` holds I420 planes packed as an `I420Image` keeps them, in one block of memory.
+fn is_packed_i420(buffer: &gst::BufferRef, video: &VideoInfo) -> bool {
+    let (w, h) = (video.width() as usize, video.height() as usize);
+    let half = (w / 2) as i32;
+    let packed = |offsets: &[usize], strides: &[i32]| {
+        offsets.get(..3) == Some(&[0, w * h, w * h * 5 / 4][..])
+            && strides.get(..3) == Some(&[w as i32, half, half][..])
+    };
+    let layout_packed = match buffer.meta::<VideoMeta>() {
+        Some(meta) => packed(meta.offset(), meta.stride()),
+        None => packed(video.offset(), video.stride()),
+    };
+    layout_packed && buffer.n_memory() == 1 && buffer.size() >= w * h * 3 / 2
+}
+
+/// The planes of a decoded picture copied into a packed image, row by row (decoders pad rows to their
+/// alignment).
+fn copy_planes(buffer: &gst::BufferRef, video: &VideoInfo) -> Result<I420Image, String> {
+    let size = Size::new(video.width() as i32, video.height() as i32);
+    let frame = VideoFrameRef::from_buffer_ref_readable(buffer, video)
         .map_err(|_| "cannot map a decoded picture")?;
     let (w, h) = (size.width as usize, size.height as usize);
     let mut planes = Vec::with_capacity(3);
@@ -52,7 +81,7 @@ pub fn image_from_sample(sample: &gst::Sample) -> Result<I420Image, String> {
         let data = frame.plane_data(plane as u32).map_err(|e| e.to_string())?;
         planes.push((data, frame.plane_stride()[plane] as usize, shape));
     }
-    let mut image = I420Image::from_writer(size, |out| {
+    I420Image::from_writer(size, |out| {
         let mut offset = 0;
         for (data, stride, (width, height)) in planes {
             for row in 0..height {
@@ -62,9 +91,7 @@ pub fn image_from_sample(sample: &gst::Sample) -> Result<I420Image, String> {
             }
         }
     })
-    .map_err(|e| e.to_string())?;
-    image.set_colorimetry(colorimetry(&video));
-    Ok(image)
+    .map_err(|e| e.to_string())
 }
 
 /// The stream timestamp of a sample's buffer.
@@ -199,5 +226,114 @@ impl PacketDecoder {
 impl Drop for PacketDecoder {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opencv::core::Scalar;
+    use opencv::prelude::*;
+
+    /// Decodes a 64x48 H.264 stream of `count` frames as the camera reader does, and hands each sample
+    /// to `take` while the pipeline still runs; the number of samples.
+    fn decode(count: usize, mut take: impl FnMut(gst::Sample)) -> usize {
+        let pipeline = gst_pipeline::launch(&format!(
+            "videotestsrc num-buffers={count} ! video/x-raw,width=64,height=48,format=I420 \
+             ! x264enc ! h264parse ! {DECODE_TO_I420}"
+        ))
+        .unwrap();
+        let sink: AppSink = gst_pipeline::element_as(&pipeline, "sink").unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let mut taken = 0;
+        while let Pulled::Picture(sample) = pull(&sink, &pipeline, Duration::from_secs(10)).unwrap()
+        {
+            take(sample);
+            taken += 1;
+        }
+        pipeline.set_state(gst::State::Null).unwrap();
+        taken
+    }
+
+    fn bytes_of(buffer: &gst::BufferRef) -> Vec<u8> {
+        buffer.map_readable().unwrap().as_slice()[..64 * 48 * 3 / 2].to_vec()
+    }
+
+    fn address_of(buffer: &gst::BufferRef) -> *const u8 {
+        buffer.map_readable().unwrap().as_slice().as_ptr()
+    }
+
+    #[test]
+    fn a_decoded_picture_is_not_copied_until_something_is_drawn_into_it() {
+        let mut index = 0;
+        let taken = decode(4, |sample| {
+            let decoded = sample.buffer().unwrap();
+            let mut image = image_from_sample(&sample).unwrap();
+            assert!(image.is_in_decoder_buffer(), "the picture was copied");
+            assert_eq!(image.size(), Size::new(64, 48));
+            assert_eq!(
+                image.luma().unwrap().data_bytes().unwrap(),
+                &bytes_of(decoded)[..64 * 48]
+            );
+            if index % 2 == 0 {
+                // Handed on as it is: the encoder reads the decoder's own bytes.
+                let buffer = image.into_buffer();
+                assert_eq!(address_of(&buffer), address_of(decoded));
+            } else {
+                // Drawn into: a copy, and the decoder's picture (maybe a reference) is left as it was.
+                let before = bytes_of(decoded);
+                let mut planes = image.planes_mut().unwrap();
+                planes.y.set_to_def(&Scalar::all(200.0)).unwrap();
+                drop(planes);
+                assert!(!image.is_in_decoder_buffer());
+                assert_eq!(bytes_of(decoded), before);
+                let handed_on = bytes_of(&image.into_buffer());
+                assert!(handed_on[..64 * 48].iter().all(|&y| y == 200));
+                assert_eq!(handed_on[64 * 48..], before[64 * 48..]);
+            }
+            index += 1;
+        });
+        assert_eq!(taken, 4);
+    }
+
+    /// A decoder that pads its rows (here to 80 bytes, chroma to 40) has its planes copied, packed.
+    #[test]
+    fn padded_rows_are_copied_into_packed_planes() {
+        gst::init().unwrap();
+        let (w, h, stride) = (64_usize, 48_usize, 80_usize);
+        let (luma, chroma) = (stride * h, stride / 2 * h / 2);
+        let mut bytes = vec![0_u8; luma + 2 * chroma];
+        for row in 0..h {
+            bytes[row * stride..row * stride + w].fill(row as u8);
+        }
+        for row in 0..h / 2 {
+            let u = luma + row * stride / 2;
+            bytes[u..u + w / 2].fill(100 + row as u8);
+            bytes[u + chroma..u + chroma + w / 2].fill(150 + row as u8);
+        }
+        let mut buffer = gst::Buffer::from_mut_slice(bytes);
+        VideoMeta::add_full(
+            buffer.get_mut().unwrap(),
+            gstreamer_video::VideoFrameFlags::empty(),
+            gstreamer_video::VideoFormat::I420,
+            w as u32,
+            h as u32,
+            &[0, luma, luma + chroma],
+            &[stride as i32, (stride / 2) as i32, (stride / 2) as i32],
+        )
+        .unwrap();
+        let caps = VideoInfo::builder(gstreamer_video::VideoFormat::I420, w as u32, h as u32)
+            .build()
+            .unwrap()
+            .to_caps()
+            .unwrap();
+        let sample = gst::Sample::builder().buffer(&buffer).caps(&caps).build();
+
+        let mut image = image_from_sample(&sample).unwrap();
+        assert!(!image.is_in_decoder_buffer());
+        assert_eq!(*image.luma().unwrap().at_2d::<u8>(47, 63).unwrap(), 47);
+        let planes = image.planes_mut().unwrap();
+        assert_eq!(*planes.u.at_2d::<u8>(23, 31).unwrap(), 123);
+        assert_eq!(*planes.v.at_2d::<u8>(5, 0).unwrap(), 155);
     }
 }

@@ -4,7 +4,15 @@
 //! Frames stay in this form from the decoder to the encoder: the detector reads the Y plane as its grey
 //! image, the boxes are drawn into the planes, and x264 takes the planes as they are. Converting to BGR
 //! and back cost more than detection itself (docs/PERFORMANCE.md); only the snapshot JPEG converts.
+//!
+//! A decoded picture whose planes the decoder already packed this way (the usual case) is not copied:
+//! the image is a read-only view of the decoder's GStreamer buffer (which the decoder may still use as a
+//! reference picture), and the same buffer goes on to the encoder. Only drawing into a picture copies
+//! it, so the frames without boxes (the pre-roll, every frame while only detecting) are never copied.
 
+use std::ffi::c_void;
+
+use gstreamer as gst;
 use opencv::core::{CV_8UC1, CV_8UC3, Mat, Scalar, Size};
 use opencv::imgproc;
 use opencv::prelude::*;
@@ -12,7 +20,11 @@ use opencv::prelude::*;
 /// One I420 picture of even width and height.
 pub struct I420Image {
     /// Rows: `height` of Y, then `height / 4` of U and of V (two chroma rows a row), `width` bytes each.
+    /// A read-only view of `decoded`'s bytes when the picture is in the decoder's buffer.
     planes: Mat,
+    /// The decoder's buffer the planes are in, mapped for as long as the view exists (declared after
+    /// `planes`, so the view is dropped first).
+    decoded: Option<gst::MappedBuffer<gst::buffer::Readable>>,
     size: Size,
     colorimetry: Colorimetry,
 }
@@ -85,6 +97,7 @@ impl I420Image {
                 CV_8UC1,
                 Scalar::all(0.0),
             )?,
+            decoded: None,
             size,
             colorimetry: Colorimetry::default(),
         };
@@ -108,9 +121,54 @@ impl I420Image {
         }
         Ok(Self {
             planes,
+            decoded: None,
             size,
             colorimetry: Colorimetry::default(),
         })
+    }
+
+    /// Uses a decoder's buffer in place: `buffer` must hold the packed planes of a picture of `size` (Y
+    /// rows of `width` bytes, then U and V rows of `width / 2`, without gaps).
+    pub fn from_decoded(size: Size, buffer: gst::Buffer) -> opencv::Result<Self> {
+        check_even(size)?;
+        let buffer = buffer.into_mapped_buffer_readable().map_err(|_| {
+            opencv::Error::new(opencv::core::StsError, "cannot map a decoded picture")
+        })?;
+        let packed_len = size.width as usize * size.height as usize * 3 / 2;
+        if buffer.len() < packed_len {
+            return Err(opencv::Error::new(
+                opencv::core::StsBadArg,
+                format!(
+                    "a decoded buffer of {} bytes cannot hold the I420 planes of {size:?}",
+                    buffer.len()
+                ),
+            ));
+        }
+        let data = buffer.as_slice().as_ptr().cast_mut().cast::<c_void>();
+        // SAFETY: `data` points to at least `packed_len` mapped bytes (checked above) that stay mapped
+        // and in place for as long as `buffer` lives; the image owns `buffer` and drops `planes` before
+        // it. A Mat over external data never frees or reallocates it. Nothing writes through the view:
+        // `planes` is private, and `planes_mut` replaces it with a copy first.
+        let planes = unsafe {
+            Mat::new_rows_cols_with_data_unsafe(
+                size.height * 3 / 2,
+                size.width,
+                CV_8UC1,
+                data,
+                size.width as usize,
+            )?
+        };
+        Ok(Self {
+            planes,
+            decoded: Some(buffer),
+            size,
+            colorimetry: Colorimetry::default(),
+        })
+    }
+
+    /// Whether the planes are still the decoder's buffer (not copied).
+    pub fn is_in_decoder_buffer(&self) -> bool {
+        self.decoded.is_some()
     }
 
     /// The picture's colorimetry (BT.601 limited range unless set).
@@ -174,16 +232,29 @@ impl I420Image {
         self.luma_len() * 3 / 2
     }
 
-    /// The packed planes, given up to the encoder.
-    pub fn into_packed(self) -> Mat {
-        self.planes
+    /// The packed planes as a new GStreamer buffer for the encoder, without a copy: it holds the
+    /// decoder's mapped buffer (read-only; it goes back to the decoder when the encoder is done with it),
+    /// or takes the planes over.
+    pub fn into_buffer(self) -> gst::Buffer {
+        let Self {
+            planes, decoded, ..
+        } = self;
+        match decoded {
+            Some(mapped) => {
+                drop(planes);
+                gst::Buffer::from_slice(mapped)
+            }
+            None => gst::Buffer::from_slice(OwnedPlanes(planes)),
+        }
     }
 
     /// A copy (the snapshot keeps one frame while the clip's frames go on to the encoder).
     pub fn try_clone(&self) -> opencv::Result<Self> {
         Ok(Self {
             planes: self.planes.try_clone()?,
-            ..*self
+            decoded: None,
+            size: self.size,
+            colorimetry: self.colorimetry,
         })
     }
 
@@ -208,7 +279,12 @@ impl I420Image {
 
     /// The Y, U and V planes, writable, each at its own size (the chroma planes at half width and
     /// height).
+    /// A picture still in the decoder's buffer is copied out of it first.
     pub fn planes_mut(&mut self) -> opencv::Result<PlanesMut<'_>> {
+        if self.decoded.is_some() {
+            self.planes = self.planes.try_clone()?;
+            self.decoded = None;
+        }
         let (w, h) = (self.size.width, self.size.height);
         let luma_len = self.luma_len();
         let bytes = self.planes.data_bytes_mut()?;
@@ -223,6 +299,17 @@ impl I420Image {
 
     fn luma_len(&self) -> usize {
         self.size.width as usize * self.size.height as usize
+    }
+}
+
+/// Packed planes owned by the GStreamer buffer that carries them to the encoder (freed when the encoder
+/// is done with them).
+struct OwnedPlanes(Mat);
+
+impl AsRef<[u8]> for OwnedPlanes {
+    fn as_ref(&self) -> &[u8] {
+        // An I420Image's planes are one continuous byte image (checked when it was made).
+        self.0.data_bytes().unwrap_or_default()
     }
 }
 

@@ -20,8 +20,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app::AppSrc;
 use gstreamer_video::{VideoColorimetry, VideoFormat, VideoFrameFlags, VideoInfo, VideoMeta};
-use opencv::core::{Mat, Size};
-use opencv::prelude::*;
+use opencv::core::Size;
 
 use crate::gst_pipeline;
 use crate::i420::{Colorimetry, I420Image};
@@ -138,7 +137,7 @@ impl ClipWriter {
         }
         let (w, h) = (self.size.width as usize, self.size.height as usize);
         let (luma, chroma) = (w * h, w * h / 4);
-        let mut buffer = gst::Buffer::from_slice(OwnedPlanes(image.into_packed()));
+        let mut buffer = image.into_buffer();
         {
             let buffer = buffer
                 .get_mut()
@@ -211,17 +210,6 @@ impl Drop for ClipWriter {
     }
 }
 
-/// A frame's packed planes, owned by the GStreamer buffer that carries them to the encoder (freed when
-/// the encoder is done with them).
-struct OwnedPlanes(Mat);
-
-impl AsRef<[u8]> for OwnedPlanes {
-    fn as_ref(&self) -> &[u8] {
-        // An I420Image's planes are one continuous byte image (checked when it was made).
-        self.0.data_bytes().unwrap_or_default()
-    }
-}
-
 /// A frame rate as a GStreamer fraction, to the thousandth (29.97 is 29970/1000).
 fn fraction(fps: f64) -> (u64, u64) {
     let num = (fps * 1000.0).round().max(1.0) as u64;
@@ -239,6 +227,7 @@ mod tests {
     use super::*;
     use opencv::core::{CV_8UC3, Mat, Rect, Scalar, Vec3b};
     use opencv::imgproc;
+    use opencv::prelude::*;
     use opencv::videoio::{self, VideoCapture};
 
     #[test]
