@@ -50,7 +50,7 @@ pub fn detect_file(
         .unwrap_or_else(|| "video".into());
     let mut recorder = Recorder::new(RecorderSettings { camera_name, clips }, spool.clone());
     let mut motion = MotionStage::new(motion);
-    let frame_interval = Duration::from_secs_f64(1.0 / info.fps);
+    let frame_interval = frame_pts(1, info.fps);
     let wall_base = SystemTime::now();
 
     let mut report = |ready: Option<ClipReady>| {
@@ -75,7 +75,7 @@ pub fn detect_file(
                 return Err(error).with_context(|| format!("reading {}", video.display()));
             }
         };
-        let pts = frame_interval.mul_f64(seq as f64);
+        let pts = frame_pts(seq, info.fps);
         let frame = Frame {
             image,
             seq,
@@ -93,6 +93,12 @@ pub fn detect_file(
     };
     report(recorder.handle(motion.handle(end)?)?);
     Ok(())
+}
+
+/// Frame `seq`'s time in a video of `fps` frames a second, to the nearest nanosecond (as a product of a
+/// rounded frame interval, frame 45 at 15 fps came 15 ns after 3 s, and a 3 s pre-roll lost a frame).
+fn frame_pts(seq: u64, fps: f64) -> Duration {
+    Duration::from_nanos((seq as f64 * 1e9 / fps).round() as u64)
 }
 
 /// Seconds, rounded to the millisecond.
