@@ -7,7 +7,7 @@
 //!
 //! A decoded picture whose planes the decoder already packed this way (the usual case) is not copied:
 //! the image is a read-only view of the decoder's GStreamer buffer (which the decoder may still use as a
-//! reference picture), and the same buffer goes on to the encoder. Only drawing into a picture copies
+//! reference picture), and the encoder reads the decoder's bytes. Only drawing into a picture copies
 //! it, so the frames without boxes (the pre-roll, every frame while only detecting) are never copied.
 
 use std::ffi::c_void;
@@ -167,6 +167,7 @@ impl I420Image {
     }
 
     /// Whether the planes are still the decoder's buffer (not copied).
+    #[cfg(test)]
     pub fn is_in_decoder_buffer(&self) -> bool {
         self.decoded.is_some()
     }
