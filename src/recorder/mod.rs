@@ -722,7 +722,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pre_roll_with_b_frames_or_in_h265_decodes_back_into_the_clip() {
+    fn a_pre_roll_with_b_frames_or_in_h265_with_open_gops_decodes_back_into_the_clip() {
         let dir = tempfile::tempdir().unwrap();
         let b_frames = dir.path().join("b-frames.mp4");
         video_of_numbered_frames_by_ffmpeg(
@@ -752,6 +752,20 @@ mod tests {
             ],
         );
         pre_roll_packets_decode_back_into_the_clips(&h265);
+        // Open GOPs: the frames shown just before each keyframe (CRA) are decoded after it, from the
+        // pictures before it; both pre-rolls have them inside their window.
+        let open_gop = dir.path().join("h265-open-gop.mp4");
+        video_of_numbered_frames_by_ffmpeg(
+            &open_gop,
+            90,
+            &[
+                "-c:v",
+                "libx265",
+                "-x265-params",
+                "log-level=error:keyint=30:min-keyint=30:scenecut=0:open-gop=1:bframes=2",
+            ],
+        );
+        pre_roll_packets_decode_back_into_the_clips(&open_gop);
     }
 
     /// Runs the recorder over `source` (90 numbered frames, keyframes at 0, 30 and 60) with a 1 s
