@@ -5,10 +5,11 @@
 //! image, the boxes are drawn into the planes, and x264 takes the planes as they are. Converting to BGR
 //! and back cost more than detection itself (docs/PERFORMANCE.md); only the snapshot JPEG converts.
 //!
-//! A decoded picture whose planes the decoder already packed this way (the usual case) is not copied:
-//! the image is a read-only view of the decoder's GStreamer buffer (which the decoder may still use as a
-//! reference picture), and the encoder reads the decoder's bytes. Only drawing into a picture copies
-//! it, so the frames without boxes (the pre-roll, every frame while only detecting) are never copied.
+//! A decoded picture whose planes the decoder already packed this way (the usual case) is not copied
+//! while it is only read: the image is a read-only view of the decoder's GStreamer buffer (which the
+//! decoder may still use as a reference picture), so a frame that is only analysed (every frame while
+//! nothing moves) is never copied. Drawing into it or handing it to the encoder copies it first: the
+//! encoder holds frames for a while, and the decoder's pool would grow by what it holds.
 
 use std::ffi::c_void;
 
@@ -233,20 +234,14 @@ impl I420Image {
         self.luma_len() * 3 / 2
     }
 
-    /// The packed planes as a new GStreamer buffer for the encoder, without a copy: it holds the
-    /// decoder's mapped buffer (read-only; it goes back to the decoder when the encoder is done with it),
-    /// or takes the planes over.
-    pub fn into_buffer(self) -> gst::Buffer {
-        let Self {
-            planes, decoded, ..
-        } = self;
-        match decoded {
-            Some(mapped) => {
-                drop(planes);
-                gst::Buffer::from_slice(mapped)
-            }
-            None => gst::Buffer::from_slice(OwnedPlanes(planes)),
-        }
+    /// The packed planes as a GStreamer buffer for the encoder, which takes them over. A picture still
+    /// in the decoder's buffer is copied out of it first: the decoder's buffers come from a pool that
+    /// keeps every buffer it ever had to hand out, so lending them to the encoder too would leave that
+    /// many more pictures in it for good, besides the copies of the frames with boxes (measured:
+    /// recording 1080p with boxes on some frames peaked 7 MiB higher that way).
+    pub fn into_buffer(mut self) -> opencv::Result<gst::Buffer> {
+        self.own_planes()?;
+        Ok(gst::Buffer::from_slice(OwnedPlanes(self.planes)))
     }
 
     /// A copy (the snapshot keeps one frame while the clip's frames go on to the encoder).
@@ -282,10 +277,7 @@ impl I420Image {
     /// height).
     /// A picture still in the decoder's buffer is copied out of it first.
     pub fn planes_mut(&mut self) -> opencv::Result<PlanesMut<'_>> {
-        if self.decoded.is_some() {
-            self.planes = self.planes.try_clone()?;
-            self.decoded = None;
-        }
+        self.own_planes()?;
         let (w, h) = (self.size.width, self.size.height);
         let luma_len = self.luma_len();
         let bytes = self.planes.data_bytes_mut()?;
@@ -296,6 +288,15 @@ impl I420Image {
             u: Mat::new_rows_cols_with_data_mut(h / 2, w / 2, u)?,
             v: Mat::new_rows_cols_with_data_mut(h / 2, w / 2, v)?,
         })
+    }
+
+    /// Copies the planes out of the decoder's buffer, if they are still in it (and gives it back).
+    fn own_planes(&mut self) -> opencv::Result<()> {
+        if self.decoded.is_some() {
+            self.planes = self.planes.try_clone()?;
+            self.decoded = None;
+        }
+        Ok(())
     }
 
     fn luma_len(&self) -> usize {

@@ -6,10 +6,11 @@
 //! MP4 is fragmented (a fragment a second), so a file cut off by a crash or power cut is still readable up
 //! to its last fragment.
 //!
-//! The encoder takes the frames' I420 planes as the camera's decoder made them, without a conversion and
-//! without a copy: `write` takes the frame and hands its bytes to `appsrc` as they are (OpenCV's
-//! GStreamer writer copied every frame twice, once itself and once in the `rawvideoparse` it needed for
-//! planes packed without padding; a `VideoMeta` now says where the planes are). The clip is marked with
+//! The encoder takes the frames' I420 planes as the camera's decoder made them, without a conversion:
+//! `write` takes the frame and hands its bytes to `appsrc` as they are, copied once at most (a frame still
+//! in the decoder's buffer is copied out of it, see `I420Image::into_buffer`; OpenCV's GStreamer writer
+//! copied every frame twice, once itself and once in the `rawvideoparse` it needed for planes packed
+//! without padding; a `VideoMeta` now says where the planes are). The clip is marked with
 //! the camera's colorimetry (its matrix and range: the values are the camera's own). H.264 in 4:2:0 needs
 //! even sides; x264 always refused odd ones, `create` says so.
 
@@ -137,7 +138,7 @@ impl ClipWriter {
         }
         let (w, h) = (self.size.width as usize, self.size.height as usize);
         let (luma, chroma) = (w * h, w * h / 4);
-        let mut buffer = image.into_buffer();
+        let mut buffer = image.into_buffer()?;
         {
             let buffer = buffer
                 .get_mut()
