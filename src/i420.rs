@@ -149,7 +149,7 @@ impl I420Image {
         // SAFETY: `data` points to at least `packed_len` mapped bytes (checked above) that stay mapped
         // and in place for as long as `buffer` lives; the image owns `buffer` and drops `planes` before
         // it. A Mat over external data never frees or reallocates it. Nothing writes through the view:
-        // `planes` is private, and `planes_mut` replaces it with a copy first.
+        // `planes` is private, and `planes_mut` and `into_buffer` replace it with a copy first.
         let planes = unsafe {
             Mat::new_rows_cols_with_data_unsafe(
                 size.height * 3 / 2,
