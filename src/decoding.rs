@@ -12,7 +12,7 @@ use gstreamer_video::{VideoFrameRef, VideoInfo, VideoMeta};
 use opencv::core::Size;
 
 use crate::gst_pipeline;
-use crate::i420::{Colorimetry, ColourMatrix, I420Image};
+use crate::i420::{Colorimetry, ColourMatrix, I420Image, packed_layout};
 
 /// Whatever the source gives, decoded to I420 for the appsink named `sink`. `sync=false`: frames are
 /// handed out as they are decoded (a live camera paces itself; a file is read as fast as it decodes).
@@ -53,17 +53,17 @@ pub fn image_from_sample(sample: &gst::Sample) -> Result<I420Image, String> {
 
 /// Whether `buffer` holds I420 planes packed as an `I420Image` keeps them, in one block of memory.
 fn is_packed_i420(buffer: &gst::BufferRef, video: &VideoInfo) -> bool {
-    let (w, h) = (video.width() as usize, video.height() as usize);
-    let half = (w / 2) as i32;
+    let size = Size::new(video.width() as i32, video.height() as i32);
+    let (packed_offsets, packed_strides) = packed_layout(size);
     let packed = |offsets: &[usize], strides: &[i32]| {
-        offsets.get(..3) == Some(&[0, w * h, w * h * 5 / 4][..])
-            && strides.get(..3) == Some(&[w as i32, half, half][..])
+        offsets.get(..3) == Some(&packed_offsets[..])
+            && strides.get(..3) == Some(&packed_strides[..])
     };
     let layout_packed = match buffer.meta::<VideoMeta>() {
         Some(meta) => packed(meta.offset(), meta.stride()),
         None => packed(video.offset(), video.stride()),
     };
-    layout_packed && buffer.n_memory() == 1 && buffer.size() >= w * h * 3 / 2
+    layout_packed && buffer.n_memory() == 1 && buffer.size() >= packed_offsets[1] * 3 / 2
 }
 
 /// The planes of a decoded picture copied into a packed image, row by row (decoders pad rows to their

@@ -315,6 +315,15 @@ impl AsRef<[u8]> for OwnedPlanes {
     }
 }
 
+/// Where the planes of a packed picture of `size` start, in bytes, and how long their rows are: the
+/// layout an `I420Image` keeps (a decoder's buffer is used in place only when it has it, and the
+/// writer describes it to the encoder).
+pub fn packed_layout(size: Size) -> ([usize; 3], [i32; 3]) {
+    let luma = size.width as usize * size.height as usize;
+    let half = size.width / 2;
+    ([0, luma, luma * 5 / 4], [size.width, half, half])
+}
+
 fn check_even(size: Size) -> opencv::Result<()> {
     if size.width <= 0 || size.height <= 0 || size.width % 2 != 0 || size.height % 2 != 0 {
         return Err(opencv::Error::new(

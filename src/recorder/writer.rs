@@ -24,7 +24,7 @@ use gstreamer_video::{VideoColorimetry, VideoFormat, VideoFrameFlags, VideoInfo,
 use opencv::core::Size;
 
 use crate::gst_pipeline;
-use crate::i420::{Colorimetry, I420Image};
+use crate::i420::{Colorimetry, I420Image, packed_layout};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriterError {
@@ -136,8 +136,7 @@ impl ClipWriter {
                 clip: self.size,
             });
         }
-        let (w, h) = (self.size.width as usize, self.size.height as usize);
-        let (luma, chroma) = (w * h, w * h / 4);
+        let (offsets, strides) = packed_layout(self.size);
         let mut buffer = image.into_buffer()?;
         {
             let buffer = buffer
@@ -149,10 +148,10 @@ impl ClipWriter {
                 buffer,
                 VideoFrameFlags::empty(),
                 VideoFormat::I420,
-                w as u32,
-                h as u32,
-                &[0, luma, luma + chroma],
-                &[w as i32, (w / 2) as i32, (w / 2) as i32],
+                self.size.width as u32,
+                self.size.height as u32,
+                &offsets,
+                &strides,
             )
             .map_err(|e| WriterError::Failed(e.to_string()))?;
         }
