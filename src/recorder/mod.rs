@@ -698,8 +698,8 @@ mod tests {
         greys
     }
 
-    /// The same video as `video_of_numbered_frames`, encoded by ffmpeg with `codec` (arguments), a
-    /// keyframe every 30 frames and closed GOPs, as cameras send them.
+    /// The same video as `video_of_numbered_frames`, encoded by ffmpeg with `codec` (arguments, which
+    /// set the keyframe interval and the GOP structure).
     fn video_of_numbered_frames_by_ffmpeg(path: &std::path::Path, frames: u64, codec: &[&str]) {
         let status = std::process::Command::new("ffmpeg")
             .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
