@@ -31,9 +31,10 @@ FROM ${DEBIAN_IMAGE}
 #   features2d; videoio and imgcodecs, with GDAL and the rest, are not linked any more). Their core
 #   links libGLX (OpenGL interop), whose package depends on Mesa's GPU drivers and LLVM (160 MB) that a headless
 #   service never loads: an empty package providing libglx-mesa0 stands in for them.
-# - GStreamer, for the camera rtspsrc ! decodebin (avdec_h264/h265) ! videoconvert ! appsink and the clip
-#   writer appsrc ! x264enc ! h264parse ! mp4mux ! filesink: -base (decodebin, appsrc, appsink,
-#   videoconvert), -libav (the decoders) and -ugly (x264enc) as packages; rtspsrc
+# - libavcodec, the camera's H.264/H.265 decoder (not gst-libav, which would bring libavformat, libavfilter
+#   and their library trees).
+# - GStreamer, for the camera rtspsrc ! parsebin ! appsink and the clip writer appsrc ! x264enc ! h264parse
+#   ! mp4mux ! filesink: -base (parsebin, appsrc, appsink) and -ugly (x264enc) as packages; rtspsrc
 #   with its RTP plugins, mp4mux and h264parse are plugins out of -good and -bad, whose other plugins pull
 #   GTK, Qt and more (175 MB), so only those files (and h264parse's codec parser library) are taken from the
 #   same packages, at the same versions.
@@ -49,7 +50,7 @@ RUN set -eu \
  && apt-get update \
  && apt-get install -y --no-install-recommends \
       libopencv-core406 libopencv-imgproc406 libopencv-video406 \
-      gstreamer1.0-plugins-base gstreamer1.0-plugins-ugly gstreamer1.0-libav \
+      libavcodec59 gstreamer1.0-plugins-base gstreamer1.0-plugins-ugly \
  && chown _apt /tmp/debs && cd /tmp/debs \
  && apt-get download gstreamer1.0-plugins-good gstreamer1.0-plugins-bad libgstreamer-plugins-bad1.0-0 \
  && for deb in ./*.deb; do dpkg-deb -x "$deb" /tmp/debs/root; done \

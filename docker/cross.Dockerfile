@@ -24,6 +24,7 @@ RUN case "${CROSS_DEB_ARCH}" in \
  && apt-get install -y --no-install-recommends \
       ca-certificates git pkg-config clang libclang-dev qemu-user-static \
       "gcc-${gnu}" "g++-${gnu}" "libc6-dev-${CROSS_DEB_ARCH}-cross" "libopencv-dev:${CROSS_DEB_ARCH}" \
+      "libavcodec-dev:${CROSS_DEB_ARCH}" "libavformat-dev:${CROSS_DEB_ARCH}" \
       "libgstreamer1.0-dev:${CROSS_DEB_ARCH}" "libgstreamer-plugins-base1.0-dev:${CROSS_DEB_ARCH}" \
  && rm -rf /var/lib/apt/lists/*
 

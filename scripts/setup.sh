@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need on a fresh Debian 12 machine. Idempotent: a second run
 # installs nothing and takes a few seconds.
-#   apt:  OpenCV 4.6 + clang (the opencv crate's binding generator), GStreamer (the camera's decoding, the
-#         clip writer and the test RTSP camera; -dev for the gstreamer crates), ffmpeg (test videos)
+#   apt:  OpenCV 4.6 + clang (the binding generators of the opencv and ffmpeg-next crates), libavcodec (the
+#         camera's decoding), GStreamer (the camera's RTSP and parsing, the clip writer and the test RTSP
+#         camera; -dev for the gstreamer crates), ffmpeg (test videos)
 #   npm:  Azurite (the Azure Blob emulator), pinned, into .tools/ inside the project
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  pkg-config clang libclang-dev libopencv-dev libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
-  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
-  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi
+  pkg-config clang libclang-dev libopencv-dev libavcodec-dev libavformat-dev libgstreamer1.0-dev
+  libgstreamer-plugins-base1.0-dev gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi
   ffmpeg
 )
 AZURITE_VERSION=3.37.0

@@ -1,97 +1,209 @@
-//! Decoding the camera's H.264/H.265 to I420 pictures with GStreamer: the pipeline tail the camera
-//! reader and the pre-roll decoder share, a decoded sample as an `I420Image`, and `PacketDecoder`, which
-//! decodes packets kept from earlier (the pre-roll) when a clip needs their pictures.
+//! Decoding the camera's H.264/H.265 packets to I420 pictures with libavcodec: the pipeline tail that
+//! hands the camera reader the parsed packets, `Decoder` (one libavcodec decoder fed by hand), and
+//! `PacketDecoder`, which decodes packets kept from earlier (the pre-roll) when a clip needs their
+//! pictures.
+//!
+//! GStreamer still receives and parses the stream (`rtspsrc`/`filesrc` and `parsebin`), but decoding is
+//! libavcodec's own API, not gst-libav's `avdec_h264`: that plugin links libavformat and libavfilter,
+//! whose library trees (flite's voices, librsvg, placebo, Vulkan...) took 18-21 MiB of every process that
+//! decodes (docs/PERFORMANCE.md, sixth round), and it copied each picture out of libav's frame into a
+//! buffer of its own. A decoded picture is now libav's frame itself, read in place (`I420Image`).
 
+use std::collections::VecDeque;
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
+use ffmpeg_next as ffmpeg;
+use ffmpeg_next::format::Pixel;
 use gstreamer as gst;
-use gstreamer::prelude::*;
-use gstreamer_app::{AppSink, AppSrc};
-use gstreamer_video::prelude::*;
-use gstreamer_video::{VideoFrameRef, VideoInfo, VideoMeta};
-use opencv::core::Size;
+use gstreamer_app::AppSink;
 
 use crate::gst_pipeline;
-use crate::i420::{Colorimetry, ColourMatrix, I420Image, packed_layout};
+use crate::i420::{Colorimetry, ColourMatrix, I420Image};
 
-/// Whatever the source gives, decoded to I420 for the appsink named `sink`. `sync=false`: frames are
-/// handed out as they are decoded (a live camera paces itself; a file is read as fast as it decodes).
-/// `videoconvert` passes I420 through untouched and converts only a decoder that gives something else.
-pub const DECODE_TO_I420: &str = "decodebin name=decoder ! videoconvert \
-     ! video/x-raw,format=I420 ! appsink name=sink sync=false max-buffers=2";
+/// The parsed stream in whole access units, for the appsink named `sink`: preferably with the codec's
+/// parameter sets in the caps (`codec_data`, which lets a decoder start at any keyframe), as H.264's
+/// parser gives them; H.265 from an MP4 comes as `hev1` (parameter sets in the caps and in the stream),
+/// and a stream no parser converts as it comes. `sync=false`: packets are handed out as they come (a
+/// live camera paces itself; a file is read as fast as it decodes). The reader is waited for when it is
+/// behind: a few seconds of packets at most.
+pub const PARSED_PACKETS: &str = "appsink name=sink sync=false max-buffers=60 \
+     caps=\"video/x-h264,stream-format=avc,alignment=au;video/x-h265,stream-format=hvc1,alignment=au;\
+     video/x-h265,stream-format=hev1,alignment=au;video/x-h264,alignment=au;video/x-h265,alignment=au\"";
 
-/// How often a wait for a picture looks at the pipeline's messages (errors, end of stream).
+/// How often a wait for a packet looks at the pipeline's messages (errors, end of stream).
 const POLL: Duration = Duration::from_millis(100);
 
-/// Caps the decoder's threads in `pipeline` (the decoder is chosen by `decodebin` once the stream's
-/// codec is known). libav's automatic count is one per core plus one, and every thread of its frame
-/// threading holds its own frames: about 20 MB each at 1080p.
-pub fn limit_decoder_threads(pipeline: &gst::Pipeline, threads: i32) {
-    pipeline.connect_deep_element_added(move |_, _, element| {
-        if element.has_property("max-threads") {
-            element.set_property("max-threads", threads);
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("the camera sends {0}, not H.264 or H.265")]
+    Codec(String),
+    #[error("the camera's pictures are {0:?}; only 8-bit 4:2:0 is supported")]
+    PixelFormat(Pixel),
+    #[error("the decoder: {0}")]
+    Libav(#[from] ffmpeg::Error),
+    #[error("a decoded picture: {0}")]
+    Picture(#[from] opencv::Error),
+    #[error("a packet without {0}")]
+    Packet(&'static str),
+}
+
+/// A decoded picture with its stream timestamp.
+pub type TimedPicture = (Option<gst::ClockTime>, I420Image);
+
+/// A libavcodec decoder for the packets of one stream, as `PARSED_PACKETS` gives them. `send` packets
+/// in decode order, starting at a keyframe, and take the pictures out with `next_picture`, each with the
+/// timestamp its packets carried. A packet whose codec parameters differ from the decoder's (the camera
+/// changed them) restarts it.
+pub struct Decoder {
+    decoder: ffmpeg::decoder::Video,
+    /// The codec and its parameter sets the decoder was opened with.
+    opened_for: (String, Option<gst::Buffer>),
+    threads: usize,
+    /// Pictures decoded and not taken yet (libav takes no packet while it has one to give).
+    ready: VecDeque<TimedPicture>,
+}
+
+impl Decoder {
+    /// A decoder for the packets of `caps`. `threads` above 1 decodes that many frames at once (frame
+    /// threading: each thread holds its own pictures, and each picture comes out that many packets
+    /// late).
+    pub fn open(caps: &gst::CapsRef, threads: usize) -> Result<Self, DecodeError> {
+        static QUIET: Once = Once::new();
+        // libav would print its complaints about damaged packets to stderr; ours go to the log.
+        QUIET.call_once(|| ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Quiet));
+        let opened_for = codec_of(caps);
+        let id = match opened_for.0.as_str() {
+            "video/x-h264" => ffmpeg::codec::Id::H264,
+            "video/x-h265" => ffmpeg::codec::Id::HEVC,
+            other => return Err(DecodeError::Codec(other.to_string())),
+        };
+        let codec = ffmpeg::decoder::find(id).ok_or(ffmpeg::Error::DecoderNotFound)?;
+        let mut context = ffmpeg::codec::Context::new_with_codec(codec);
+        if let Some(parameters) = &opened_for.1 {
+            set_extradata(
+                &mut context,
+                &parameters
+                    .map_readable()
+                    .map_err(|_| DecodeError::Packet("readable codec data"))?,
+            )?;
         }
-    });
-}
-
-/// A decoded sample's picture, marked with the stream's colorimetry. The picture stays in the decoder's
-/// buffer when its planes are packed as an `I420Image` keeps them (the usual case); a decoder that pads
-/// its rows has them copied into a packed image.
-pub fn image_from_sample(sample: &gst::Sample) -> Result<I420Image, String> {
-    let caps = sample.caps().ok_or("a picture without caps")?;
-    let video = VideoInfo::from_caps(caps).map_err(|e| e.to_string())?;
-    let size = Size::new(video.width() as i32, video.height() as i32);
-    let buffer = sample.buffer_owned().ok_or("a sample without a buffer")?;
-    let mut image = if is_packed_i420(&buffer, &video) {
-        I420Image::from_decoded(size, buffer).map_err(|e| e.to_string())?
-    } else {
-        copy_planes(&buffer, &video)?
-    };
-    image.set_colorimetry(colorimetry(&video));
-    Ok(image)
-}
-
-/// Whether `buffer` holds I420 planes packed as an `I420Image` keeps them, in one block of memory.
-fn is_packed_i420(buffer: &gst::BufferRef, video: &VideoInfo) -> bool {
-    let size = Size::new(video.width() as i32, video.height() as i32);
-    let (packed_offsets, packed_strides) = packed_layout(size);
-    let packed = |offsets: &[usize], strides: &[i32]| {
-        offsets.get(..3) == Some(&packed_offsets[..])
-            && strides.get(..3) == Some(&packed_strides[..])
-    };
-    let layout_packed = match buffer.meta::<VideoMeta>() {
-        Some(meta) => packed(meta.offset(), meta.stride()),
-        None => packed(video.offset(), video.stride()),
-    };
-    layout_packed && buffer.n_memory() == 1 && buffer.size() >= packed_offsets[1] * 3 / 2
-}
-
-/// The planes of a decoded picture copied into a packed image, row by row (decoders pad rows to their
-/// alignment).
-fn copy_planes(buffer: &gst::BufferRef, video: &VideoInfo) -> Result<I420Image, String> {
-    let size = Size::new(video.width() as i32, video.height() as i32);
-    let frame = VideoFrameRef::from_buffer_ref_readable(buffer, video)
-        .map_err(|_| "cannot map a decoded picture")?;
-    let (w, h) = (size.width as usize, size.height as usize);
-    let mut planes = Vec::with_capacity(3);
-    for (plane, shape) in [(w, h), (w / 2, h / 2), (w / 2, h / 2)]
-        .into_iter()
-        .enumerate()
-    {
-        let data = frame.plane_data(plane as u32).map_err(|e| e.to_string())?;
-        planes.push((data, frame.plane_stride()[plane] as usize, shape));
+        context.set_threading(ffmpeg::threading::Config {
+            kind: ffmpeg::threading::Type::Frame,
+            count: threads.max(1),
+            ..Default::default()
+        });
+        let decoder = context.decoder().open_as(codec)?.video()?;
+        Ok(Self {
+            decoder,
+            opened_for,
+            threads,
+            ready: VecDeque::new(),
+        })
     }
-    I420Image::from_writer(size, |out| {
-        let mut offset = 0;
-        for (data, stride, (width, height)) in planes {
-            for row in 0..height {
-                let from = row * stride;
-                out[offset..offset + width].copy_from_slice(&data[from..from + width]);
-                offset += width;
-            }
+
+    /// Decodes one packet (its caps, from the camera's parser, tell the codec). A damaged packet is an
+    /// error; the decoder goes on with the next.
+    pub fn send(&mut self, packet: &gst::Sample) -> Result<(), DecodeError> {
+        let caps = packet.caps().ok_or(DecodeError::Packet("caps"))?;
+        if codec_of(caps) != self.opened_for {
+            *self = Self::open(caps, self.threads)?;
         }
-    })
-    .map_err(|e| e.to_string())
+        let buffer = packet.buffer().ok_or(DecodeError::Packet("a buffer"))?;
+        let bytes = buffer
+            .map_readable()
+            .map_err(|_| DecodeError::Packet("readable bytes"))?;
+        let mut av_packet = ffmpeg::Packet::copy(&bytes);
+        av_packet.set_pts(buffer.pts().map(|pts| pts.nseconds() as i64));
+        av_packet.set_dts(buffer.dts().map(|dts| dts.nseconds() as i64));
+        if !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+            av_packet.set_flags(ffmpeg::packet::Flags::KEY);
+        }
+        self.decoder.send_packet(&av_packet)?;
+        self.take_pictures()
+    }
+
+    /// Ends the stream: the pictures the decoder still holds (B-frames waiting for reordering, frames
+    /// in its threads) come out of `next_picture`. It takes no packets after this.
+    pub fn send_end(&mut self) -> Result<(), DecodeError> {
+        self.decoder.send_eof()?;
+        self.take_pictures()
+    }
+
+    /// The next decoded picture, in display order, if there is one.
+    pub fn next_picture(&mut self) -> Option<TimedPicture> {
+        self.ready.pop_front()
+    }
+
+    /// Takes every picture the decoder has ready.
+    fn take_pictures(&mut self) -> Result<(), DecodeError> {
+        loop {
+            let mut frame = ffmpeg::frame::Video::empty();
+            match self.decoder.receive_frame(&mut frame) {
+                Ok(()) => {}
+                Err(ffmpeg::Error::Eof) => return Ok(()),
+                Err(ffmpeg::Error::Other { errno }) if errno == libc::EAGAIN => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+            let pts = frame
+                .pts()
+                .and_then(|pts| u64::try_from(pts).ok())
+                .map(gst::ClockTime::from_nseconds);
+            self.ready.push_back((pts, image_from_frame(frame)?));
+        }
+    }
+}
+
+/// The codec (the caps' name) and its parameter sets (`codec_data`): what a decoder is opened with.
+fn codec_of(caps: &gst::CapsRef) -> (String, Option<gst::Buffer>) {
+    match caps.structure(0) {
+        Some(structure) => (
+            structure.name().to_string(),
+            structure.get::<gst::Buffer>("codec_data").ok(),
+        ),
+        None => (String::new(), None),
+    }
+}
+
+/// Gives the decoder the stream's parameter sets (the avcC/hvcC record of `codec_data`).
+fn set_extradata(context: &mut ffmpeg::codec::Context, bytes: &[u8]) -> Result<(), DecodeError> {
+    let padded = bytes.len() + ffmpeg::ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize;
+    // SAFETY: the context is not open yet and has no extradata; av_mallocz gives `padded` zeroed bytes
+    // (libav's required padding after the data) that the context owns and frees with av_free when it
+    // is freed.
+    unsafe {
+        let extradata = ffmpeg::ffi::av_mallocz(padded).cast::<u8>();
+        if extradata.is_null() {
+            return Err(ffmpeg::Error::Other {
+                errno: libc::ENOMEM,
+            }
+            .into());
+        }
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), extradata, bytes.len());
+        let context = context.as_mut_ptr();
+        (*context).extradata = extradata;
+        (*context).extradata_size = bytes.len() as i32;
+    }
+    Ok(())
+}
+
+/// A decoded frame as an `I420Image` read in place, marked with the stream's colorimetry.
+fn image_from_frame(frame: ffmpeg::frame::Video) -> Result<I420Image, DecodeError> {
+    let full_range = match frame.format() {
+        Pixel::YUV420P => frame.color_range() == ffmpeg::color::Range::JPEG,
+        Pixel::YUVJ420P => true,
+        other => return Err(DecodeError::PixelFormat(other)),
+    };
+    let colorimetry = Colorimetry {
+        matrix: match frame.color_space() {
+            ffmpeg::color::Space::BT709 => ColourMatrix::Bt709,
+            _ => ColourMatrix::Bt601,
+        },
+        full_range,
+    };
+    let mut image = I420Image::from_decoded(frame)?;
+    image.set_colorimetry(colorimetry);
+    Ok(image)
 }
 
 /// The stream timestamp of a sample's buffer.
@@ -99,35 +211,16 @@ pub fn pts_of(sample: &gst::Sample) -> Option<gst::ClockTime> {
     sample.buffer().and_then(|buffer| buffer.pts())
 }
 
-/// A decoded picture with its stream timestamp.
-pub type TimedPicture = (Option<gst::ClockTime>, I420Image);
-
-fn timed_picture(sample: &gst::Sample) -> Result<TimedPicture, String> {
-    Ok((pts_of(sample), image_from_sample(sample)?))
-}
-
-/// The stream's matrix and range as the decoder reports them (BT.601 for anything but BT.709).
-pub fn colorimetry(video: &VideoInfo) -> Colorimetry {
-    let colorimetry = video.colorimetry();
-    Colorimetry {
-        matrix: match colorimetry.matrix() {
-            gstreamer_video::VideoColorMatrix::Bt709 => ColourMatrix::Bt709,
-            _ => ColourMatrix::Bt601,
-        },
-        full_range: colorimetry.range() == gstreamer_video::VideoColorRange::Range0_255,
-    }
-}
-
-/// What a wait for a decoded picture brought.
+/// What a wait for a packet brought.
 pub enum Pulled {
-    Picture(gst::Sample),
+    Packet(gst::Sample),
     /// The stream ended (end of file, or the source stopped).
     Ended,
     /// Nothing within the wait.
     Nothing,
 }
 
-/// Waits up to `wait` for the next decoded sample at `sink`, watching the pipeline for errors (GStreamer's
+/// Waits up to `wait` for the next sample at `sink`, watching the pipeline for errors (GStreamer's
 /// message) and the end meanwhile.
 pub fn pull(sink: &AppSink, pipeline: &gst::Pipeline, wait: Duration) -> Result<Pulled, String> {
     let deadline = Instant::now() + wait;
@@ -135,7 +228,7 @@ pub fn pull(sink: &AppSink, pipeline: &gst::Pipeline, wait: Duration) -> Result<
         let left = deadline.saturating_duration_since(Instant::now());
         let poll = gst::ClockTime::from_nseconds(left.min(POLL).as_nanos() as u64);
         if let Some(sample) = sink.try_pull_sample(poll) {
-            return Ok(Pulled::Picture(sample));
+            return Ok(Pulled::Packet(sample));
         }
         if let Some(failure) = gst_pipeline::first_error(pipeline) {
             return Err(failure);
@@ -149,192 +242,133 @@ pub fn pull(sink: &AppSink, pipeline: &gst::Pipeline, wait: Duration) -> Result<
     }
 }
 
-/// A decoder fed packets by hand: `push` them in decode order, starting at a keyframe, and `next`
-/// hands out the pictures with the timestamps the packets carried. One decoding thread: frame threading
-/// would hold each picture back until more packets came, and the pre-roll is decoded beside the live
-/// stream anyway.
-pub struct PacketDecoder {
-    pipeline: gst::Pipeline,
-    source: AppSrc,
-    sink: AppSink,
-}
-
-impl PacketDecoder {
-    pub fn start() -> Result<Self, String> {
-        let pipeline = gst_pipeline::launch(&format!(
-            "appsrc name=source format=time ! {DECODE_TO_I420}"
-        ))?;
-        limit_decoder_threads(&pipeline, 1);
-        let source = gst_pipeline::element_as(&pipeline, "source")?;
-        let sink = gst_pipeline::element_as(&pipeline, "sink")?;
-        // Dropping `decoder` stops the pipeline if it cannot play.
-        let decoder = Self {
-            pipeline,
-            source,
-            sink,
-        };
-        decoder
-            .pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|e| e.to_string())?;
-        Ok(decoder)
-    }
-
-    /// Queues one packet (its caps, from the camera's parser, tell the decoder the codec).
-    pub fn push(&self, packet: &gst::Sample) -> Result<(), String> {
-        self.source
-            .push_sample(packet)
-            .map(|_| ())
-            .map_err(|flow| match gst_pipeline::first_error(&self.pipeline) {
-                Some(failure) => failure,
-                None => format!("the decoder refused a packet: {flow:?}"),
-            })
-    }
-
-    /// The next decoded picture and its timestamp, waiting up to `wait`; `None` when none came by then.
-    pub fn next(&self, wait: Duration) -> Result<Option<TimedPicture>, String> {
-        match pull(&self.sink, &self.pipeline, wait)? {
-            Pulled::Picture(sample) => timed_picture(&sample).map(Some),
-            Pulled::Ended | Pulled::Nothing => Ok(None),
-        }
-    }
-
-    /// Ends the stream and takes every picture the decoder still held back, within `timeout`. The
-    /// decoder takes no packets after this.
-    pub fn drain(&self, timeout: Duration) -> Result<Vec<TimedPicture>, String> {
-        self.source
-            .end_of_stream()
-            .map_err(|flow| format!("the decoder refused the end of its stream: {flow:?}"))?;
-        let deadline = Instant::now() + timeout;
-        let mut pictures = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match pull(&self.sink, &self.pipeline, left)? {
-                Pulled::Picture(sample) => pictures.push(timed_picture(&sample)?),
-                Pulled::Ended => return Ok(pictures),
-                Pulled::Nothing => {
-                    return Err(format!(
-                        "the decoder did not finish within {} s",
-                        timeout.as_secs()
-                    ));
-                }
-            }
-        }
-    }
-}
-
-impl Drop for PacketDecoder {
-    fn drop(&mut self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opencv::core::Scalar;
+    use gstreamer::prelude::*;
+    use opencv::core::{Scalar, Size};
     use opencv::prelude::*;
 
-    /// Decodes a 64x48 H.264 stream of `count` frames as the camera reader does, and hands each sample
-    /// to `take` while the pipeline still runs; the number of samples.
-    fn decode(count: usize, mut take: impl FnMut(gst::Sample)) -> usize {
+    /// The packets of a 64x48 H.264 stream of `count` moving frames, as the camera reader takes them.
+    fn packets(count: usize) -> Vec<gst::Sample> {
         let pipeline = gst_pipeline::launch(&format!(
-            "videotestsrc num-buffers={count} ! video/x-raw,width=64,height=48,format=I420 \
-             ! x264enc ! h264parse ! {DECODE_TO_I420}"
+            "videotestsrc num-buffers={count} pattern=ball ! video/x-raw,width=64,height=48,format=I420 \
+             ! x264enc key-int-max=30 ! h264parse ! {PARSED_PACKETS}"
         ))
         .unwrap();
         let sink: AppSink = gst_pipeline::element_as(&pipeline, "sink").unwrap();
         pipeline.set_state(gst::State::Playing).unwrap();
-        let mut taken = 0;
-        while let Pulled::Picture(sample) = pull(&sink, &pipeline, Duration::from_secs(10)).unwrap()
+        let mut packets = Vec::new();
+        while let Pulled::Packet(sample) = pull(&sink, &pipeline, Duration::from_secs(10)).unwrap()
         {
-            take(sample);
-            taken += 1;
+            packets.push(sample);
         }
         pipeline.set_state(gst::State::Null).unwrap();
-        taken
+        packets
     }
 
-    fn bytes_of(buffer: &gst::BufferRef) -> Vec<u8> {
-        buffer.map_readable().unwrap().as_slice()[..64 * 48 * 3 / 2].to_vec()
-    }
-
-    fn address_of(buffer: &gst::BufferRef) -> *const u8 {
-        buffer.map_readable().unwrap().as_slice().as_ptr()
+    /// Decodes `packets` and hands each picture to `take`; the packed bytes of every picture after it.
+    fn decode(packets: &[gst::Sample], mut take: impl FnMut(&mut I420Image)) -> Vec<Vec<u8>> {
+        let mut decoder = Decoder::open(packets[0].caps().unwrap(), 2).unwrap();
+        let mut pictures = Vec::new();
+        let mut handle = |decoder: &mut Decoder| {
+            while let Some((_, mut image)) = decoder.next_picture() {
+                assert!(image.is_in_decoder_buffer(), "the picture was copied");
+                take(&mut image);
+                let buffer = image.into_buffer().unwrap();
+                pictures.push(buffer.map_readable().unwrap().as_slice().to_vec());
+            }
+        };
+        for packet in packets {
+            decoder.send(packet).unwrap();
+            handle(&mut decoder);
+        }
+        decoder.send_end().unwrap();
+        handle(&mut decoder);
+        pictures
     }
 
     #[test]
-    fn a_decoded_picture_is_read_in_place_and_copied_to_be_drawn_into_or_encoded() {
-        let mut index = 0;
-        let taken = decode(4, |sample| {
-            let decoded = sample.buffer().unwrap();
-            let before = bytes_of(decoded);
-            let mut image = image_from_sample(&sample).unwrap();
-            assert!(image.is_in_decoder_buffer(), "the picture was copied");
+    fn every_packet_decodes_to_a_picture_read_in_place() {
+        let packets = packets(12);
+        assert_eq!(packets.len(), 12);
+        let pictures = decode(&packets, |image| {
             assert_eq!(image.size(), Size::new(64, 48));
-            assert_eq!(
-                image.luma().unwrap().data_bytes().unwrap(),
-                &before[..64 * 48]
-            );
+        });
+        assert_eq!(pictures.len(), 12);
+        assert!(pictures.iter().all(|p| p.len() == 64 * 48 * 3 / 2));
+        assert_ne!(
+            pictures[0][..64 * 48],
+            pictures[11][..64 * 48],
+            "the ball moves"
+        );
+    }
+
+    /// Boxes are drawn into a copy: the decoder's picture, which the pictures after it are predicted
+    /// from, stays as it was.
+    #[test]
+    fn drawing_into_a_picture_leaves_the_pictures_decoded_after_it_unchanged() {
+        let packets = packets(12);
+        let untouched = decode(&packets, |_| {});
+        let mut index = 0;
+        let drawn = decode(&packets, |image| {
             if index % 2 == 0 {
-                // Handed to the encoder: the same bytes, in a buffer of its own.
-                let buffer = image.into_buffer().unwrap();
-                assert_ne!(address_of(&buffer), address_of(decoded));
-                assert_eq!(bytes_of(&buffer), before);
-            } else {
-                // Drawn into: a copy, and the decoder's picture (maybe a reference) is left as it was.
                 let mut planes = image.planes_mut().unwrap();
                 planes.y.set_to_def(&Scalar::all(200.0)).unwrap();
                 drop(planes);
                 assert!(!image.is_in_decoder_buffer());
-                assert_eq!(bytes_of(decoded), before);
-                let handed_on = bytes_of(&image.into_buffer().unwrap());
-                assert!(handed_on[..64 * 48].iter().all(|&y| y == 200));
-                assert_eq!(handed_on[64 * 48..], before[64 * 48..]);
             }
             index += 1;
         });
-        assert_eq!(taken, 4);
+        assert_eq!(drawn.len(), untouched.len());
+        for (index, (drawn, untouched)) in drawn.iter().zip(&untouched).enumerate() {
+            if index % 2 == 0 {
+                assert!(drawn[..64 * 48].iter().all(|&y| y == 200));
+                assert_eq!(drawn[64 * 48..], untouched[64 * 48..]);
+            } else {
+                assert_eq!(drawn, untouched, "picture {index} changed");
+            }
+        }
     }
 
-    /// A decoder that pads its rows (here to 80 bytes, chroma to 40) has its planes copied, packed.
+    /// A frame whose rows are longer than the picture (libav aligns them) is read and packed row by row.
     #[test]
-    fn padded_rows_are_copied_into_packed_planes() {
-        gst::init().unwrap();
-        let (w, h, stride) = (64_usize, 48_usize, 80_usize);
-        let (luma, chroma) = (stride * h, stride / 2 * h / 2);
-        let mut bytes = vec![0_u8; luma + 2 * chroma];
+    fn padded_rows_are_read_in_place_and_packed_when_copied() {
+        let (w, h) = (40_usize, 24_usize);
+        let mut frame = ffmpeg::frame::Video::new(Pixel::YUV420P, w as u32, h as u32);
+        let stride = frame.stride(0);
+        assert!(stride > w, "the frame's rows are padded");
         for row in 0..h {
-            bytes[row * stride..row * stride + w].fill(row as u8);
+            frame.data_mut(0)[row * stride..row * stride + w].fill(row as u8);
         }
-        for row in 0..h / 2 {
-            let u = luma + row * stride / 2;
-            bytes[u..u + w / 2].fill(100 + row as u8);
-            bytes[u + chroma..u + chroma + w / 2].fill(150 + row as u8);
+        for (plane, base) in [(1, 100), (2, 150)] {
+            let stride = frame.stride(plane);
+            for row in 0..h / 2 {
+                frame.data_mut(plane)[row * stride..row * stride + w / 2].fill(base + row as u8);
+            }
         }
-        let mut buffer = gst::Buffer::from_mut_slice(bytes);
-        VideoMeta::add_full(
-            buffer.get_mut().unwrap(),
-            gstreamer_video::VideoFrameFlags::empty(),
-            gstreamer_video::VideoFormat::I420,
-            w as u32,
-            h as u32,
-            &[0, luma, luma + chroma],
-            &[stride as i32, (stride / 2) as i32, (stride / 2) as i32],
-        )
-        .unwrap();
-        let caps = VideoInfo::builder(gstreamer_video::VideoFormat::I420, w as u32, h as u32)
-            .build()
-            .unwrap()
-            .to_caps()
-            .unwrap();
-        let sample = gst::Sample::builder().buffer(&buffer).caps(&caps).build();
-
-        let mut image = image_from_sample(&sample).unwrap();
-        assert!(!image.is_in_decoder_buffer());
-        assert_eq!(*image.luma().unwrap().at_2d::<u8>(47, 63).unwrap(), 47);
+        let mut image = I420Image::from_decoded(frame).unwrap();
+        assert!(image.is_in_decoder_buffer());
+        assert_eq!(*image.luma().unwrap().at_2d::<u8>(23, 39).unwrap(), 23);
         let planes = image.planes_mut().unwrap();
-        assert_eq!(*planes.u.at_2d::<u8>(23, 31).unwrap(), 123);
+        assert_eq!(*planes.u.at_2d::<u8>(11, 19).unwrap(), 111);
         assert_eq!(*planes.v.at_2d::<u8>(5, 0).unwrap(), 155);
+        drop(planes);
+        let packed = image.into_buffer().unwrap();
+        let packed = packed.map_readable().unwrap();
+        assert_eq!(packed.len(), w * h * 3 / 2);
+        assert_eq!(packed[w * h - 1], 23);
+        assert_eq!(packed[w * h + w / 2 * h / 2 - 1], 111);
+    }
+
+    #[test]
+    fn a_stream_that_is_not_h264_or_h265_is_refused_by_name() {
+        gst::init().unwrap();
+        let caps = gst::Caps::builder("video/x-vp8").build();
+        let error = Decoder::open(&caps, 1).err().unwrap();
+        assert_eq!(
+            error.to_string(),
+            "the camera sends video/x-vp8, not H.264 or H.265"
+        );
     }
 }

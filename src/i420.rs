@@ -5,14 +5,14 @@
 //! image, the boxes are drawn into the planes, and x264 takes the planes as they are. Converting to BGR
 //! and back cost more than detection itself (docs/PERFORMANCE.md); only the snapshot JPEG converts.
 //!
-//! A decoded picture whose planes the decoder already packed this way (the usual case) is not copied
-//! while it is only read: the image is a read-only view of the decoder's GStreamer buffer (which the
-//! decoder may still use as a reference picture), so a frame that is only analysed (every frame while
-//! nothing moves) is never copied. Drawing into it or handing it to the encoder copies it first: the
-//! encoder holds frames for a while, and the decoder's pool would grow by what it holds.
+//! A decoded picture is not copied while it is only read: the image reads libavcodec's frame in place
+//! (which the decoder may still use as a reference picture), so a frame that is only analysed (every
+//! frame while nothing moves) is never copied. Drawing into it or handing it to the encoder packs a copy
+//! first: the encoder holds frames for a while, and the decoder's pool would grow by what it holds.
 
 use std::ffi::c_void;
 
+use ffmpeg_next as ffmpeg;
 use gstreamer as gst;
 use opencv::core::{CV_8UC1, CV_8UC3, Mat, Scalar, Size};
 use opencv::imgproc;
@@ -21,13 +21,19 @@ use opencv::prelude::*;
 /// One I420 picture of even width and height.
 pub struct I420Image {
     /// Rows: `height` of Y, then `height / 4` of U and of V (two chroma rows a row), `width` bytes each.
-    /// A read-only view of `decoded`'s bytes when the picture is in the decoder's buffer.
+    /// Empty while the picture is read in the decoder's frame.
     planes: Mat,
-    /// The decoder's buffer the planes are in, mapped for as long as the view exists (declared after
-    /// `planes`, so the view is dropped first).
-    decoded: Option<gst::MappedBuffer<gst::buffer::Readable>>,
+    /// The decoder's frame, while the picture is read in place.
+    decoded: Option<DecodedPlanes>,
     size: Size,
     colorimetry: Colorimetry,
+}
+
+/// A decoder's frame read in place: its Y plane as a read-only OpenCV view, and the frame that holds
+/// the bytes (declared after the view, so the view is dropped first).
+struct DecodedPlanes {
+    luma: Mat,
+    frame: ffmpeg::frame::Video,
 }
 
 /// How YUV values map to colours: cameras send BT.601 or BT.709, in limited (16-235) or full ("JPEG",
@@ -128,46 +134,51 @@ impl I420Image {
         })
     }
 
-    /// Uses a decoder's buffer in place: `buffer` must hold the packed planes of a picture of `size` (Y
-    /// rows of `width` bytes, then U and V rows of `width / 2`, without gaps).
-    pub fn from_decoded(size: Size, buffer: gst::Buffer) -> opencv::Result<Self> {
+    /// Reads a decoder's I420 frame in place (libav's YUV420P: three planes, each row of its own
+    /// length).
+    pub fn from_decoded(frame: ffmpeg::frame::Video) -> opencv::Result<Self> {
+        let size = Size::new(frame.width() as i32, frame.height() as i32);
         check_even(size)?;
-        let buffer = buffer.into_mapped_buffer_readable().map_err(|_| {
-            opencv::Error::new(opencv::core::StsError, "cannot map a decoded picture")
-        })?;
-        let packed_len = size.width as usize * size.height as usize * 3 / 2;
-        if buffer.len() < packed_len {
+        let (w, h) = (size.width as usize, size.height as usize);
+        let fits = |plane: usize, width: usize, height: usize| {
+            frame.planes() > plane
+                && frame.stride(plane) >= width
+                && frame.data(plane).len() >= frame.stride(plane) * height
+        };
+        if !(fits(0, w, h) && fits(1, w / 2, h / 2) && fits(2, w / 2, h / 2)) {
             return Err(opencv::Error::new(
                 opencv::core::StsBadArg,
                 format!(
-                    "a decoded buffer of {} bytes cannot hold the I420 planes of {size:?}",
-                    buffer.len()
+                    "a decoded frame of {:?} does not hold I420 planes of {size:?}",
+                    frame.format()
                 ),
             ));
         }
-        let data = buffer.as_slice().as_ptr().cast_mut().cast::<c_void>();
-        // SAFETY: `data` points to at least `packed_len` mapped bytes (checked above) that stay mapped
-        // and in place for as long as `buffer` lives; the image owns `buffer` and drops `planes` before
-        // it. A Mat over external data never frees or reallocates it. Nothing writes through the view:
-        // `planes` is private, and `planes_mut` and `into_buffer` replace it with a copy first.
-        let planes = unsafe {
+        let luma = frame.data(0);
+        // SAFETY: the Y plane is `h` rows `stride` bytes apart, at least `w` bytes each (checked above),
+        // in libav's reference-counted buffer that `frame` holds: it stays in place and unchanged (the
+        // decoder writes a picture only before handing it out) for as long as `frame` lives, and the
+        // image drops the view first. A Mat over external data never frees or reallocates it. Nothing
+        // writes through the view: `decoded` is private, and `planes_mut` and `into_buffer` replace it
+        // with a packed copy first.
+        let luma = unsafe {
             Mat::new_rows_cols_with_data_unsafe(
-                size.height * 3 / 2,
+                size.height,
                 size.width,
                 CV_8UC1,
-                data,
-                size.width as usize,
+                luma.as_ptr().cast_mut().cast::<c_void>(),
+                frame.stride(0),
             )?
         };
         Ok(Self {
-            planes,
-            decoded: Some(buffer),
+            planes: Mat::default(),
+            decoded: Some(DecodedPlanes { luma, frame }),
             size,
             colorimetry: Colorimetry::default(),
         })
     }
 
-    /// Whether the planes are still the decoder's buffer (not copied).
+    /// Whether the picture is still read in the decoder's frame (not copied).
     #[cfg(test)]
     pub fn is_in_decoder_buffer(&self) -> bool {
         self.decoded.is_some()
@@ -196,17 +207,14 @@ impl I420Image {
     /// with crushed blacks and blown whites).
     pub fn to_bgr(&self) -> opencv::Result<Mat> {
         let (w, h) = (self.size.width as u32, self.size.height as u32);
-        let luma_len = self.luma_len();
-        let bytes = self.planes.data_bytes()?;
-        let (y, chroma) = bytes.split_at(luma_len);
-        let (u, v) = chroma.split_at(luma_len / 4);
+        let [(y, y_stride), (u, u_stride), (v, v_stride)] = self.plane_rows()?;
         let planar = yuv::YuvPlanarImage {
             y_plane: y,
-            y_stride: w,
+            y_stride: y_stride as u32,
             u_plane: u,
-            u_stride: w / 2,
+            u_stride: u_stride as u32,
             v_plane: v,
-            v_stride: w / 2,
+            v_stride: v_stride as u32,
             width: w,
             height: h,
         };
@@ -235,10 +243,10 @@ impl I420Image {
     }
 
     /// The packed planes as a GStreamer buffer for the encoder, which takes them over. A picture still
-    /// in the decoder's buffer is copied out of it first: the decoder's buffers come from a pool that
+    /// in the decoder's frame is copied out of it first: the decoder's frames come from a pool that
     /// keeps every buffer it ever had to hand out, so lending them to the encoder too would leave that
-    /// many more pictures in it for good, besides the copies of the frames with boxes (measured:
-    /// recording 1080p with boxes on some frames peaked 7 MiB higher that way).
+    /// many more pictures in it for good, besides the copies of the frames with boxes (measured with
+    /// GStreamer's decoder: recording 1080p with boxes on some frames peaked 7 MiB higher that way).
     pub fn into_buffer(mut self) -> opencv::Result<gst::Buffer> {
         self.own_planes()?;
         Ok(gst::Buffer::from_slice(OwnedPlanes(self.planes)))
@@ -247,30 +255,20 @@ impl I420Image {
     /// A copy (the snapshot keeps one frame while the clip's frames go on to the encoder).
     pub fn try_clone(&self) -> opencv::Result<Self> {
         Ok(Self {
-            planes: self.planes.try_clone()?,
+            planes: self.packed_planes()?,
             decoded: None,
             size: self.size,
             colorimetry: self.colorimetry,
         })
     }
 
-    /// Packed planes for a picture of `size`, to be written whole by `fill` (a decoded frame's rows):
-    /// the bytes are not zeroed first, which cost as much as the copy itself.
-    pub fn from_writer(size: Size, fill: impl FnOnce(&mut [u8])) -> opencv::Result<Self> {
-        check_even(size)?;
-        let mut planes = Mat::default();
-        // SAFETY: `create` allocates heap bytes without initialising them (the memory comes from
-        // OpenCV's allocator, so it holds some values, never undefined ones for u8); `fill` overwrites
-        // all of them before the image is used.
-        unsafe { planes.create_rows_cols(size.height * 3 / 2, size.width, CV_8UC1)? };
-        fill(planes.data_bytes_mut()?);
-        Self::from_packed(size, planes)
-    }
-
     /// The Y plane: the picture in grey, without a copy.
     pub fn luma(&self) -> opencv::Result<opencv::boxed_ref::BoxedRef<'_, Mat>> {
-        self.planes
-            .row_range(&opencv::core::Range::new(0, self.size.height)?)
+        let rows = opencv::core::Range::new(0, self.size.height)?;
+        match &self.decoded {
+            Some(decoded) => decoded.luma.row_range(&rows),
+            None => self.planes.row_range(&rows),
+        }
     }
 
     /// The Y, U and V planes, writable, each at its own size (the chroma planes at half width and
@@ -290,13 +288,51 @@ impl I420Image {
         })
     }
 
-    /// Copies the planes out of the decoder's buffer, if they are still in it (and gives it back).
+    /// Copies the planes out of the decoder's frame, if they are still in it (and gives it back).
     fn own_planes(&mut self) -> opencv::Result<()> {
         if self.decoded.is_some() {
-            self.planes = self.planes.try_clone()?;
+            self.planes = self.packed_planes()?;
             self.decoded = None;
         }
         Ok(())
+    }
+
+    /// The Y, U and V planes, each with the distance between its rows in bytes.
+    fn plane_rows(&self) -> opencv::Result<[(&[u8], usize); 3]> {
+        let width = self.size.width as usize;
+        Ok(match &self.decoded {
+            Some(decoded) => {
+                [0, 1, 2].map(|plane| (decoded.frame.data(plane), decoded.frame.stride(plane)))
+            }
+            None => {
+                let luma_len = self.luma_len();
+                let (y, chroma) = self.planes.data_bytes()?.split_at(luma_len);
+                let (u, v) = chroma.split_at(luma_len / 4);
+                [(y, width), (u, width / 2), (v, width / 2)]
+            }
+        })
+    }
+
+    /// A packed copy of the planes, row by row (the bytes are not zeroed first, which cost as much as
+    /// the copy itself).
+    fn packed_planes(&self) -> opencv::Result<Mat> {
+        let (w, h) = (self.size.width as usize, self.size.height as usize);
+        let mut packed = Mat::default();
+        // SAFETY: `create` allocates heap bytes without initialising them (the memory comes from
+        // OpenCV's allocator, so it holds some values, never undefined ones for u8); the loop below
+        // overwrites all of them before the Mat is used.
+        unsafe { packed.create_rows_cols(self.size.height * 3 / 2, self.size.width, CV_8UC1)? };
+        let out = packed.data_bytes_mut()?;
+        let mut offset = 0;
+        let shapes = [(w, h), (w / 2, h / 2), (w / 2, h / 2)];
+        for ((data, stride), (width, height)) in self.plane_rows()?.into_iter().zip(shapes) {
+            for row in 0..height {
+                out[offset..offset + width]
+                    .copy_from_slice(&data[row * stride..row * stride + width]);
+                offset += width;
+            }
+        }
+        Ok(packed)
     }
 
     fn luma_len(&self) -> usize {

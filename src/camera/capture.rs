@@ -2,25 +2,23 @@
 //! read timeouts.
 //!
 //! `rtspsrc` (TCP: UDP loses packets on Wi-Fi) or `filesrc`, then `parsebin` (the camera's codec, H.264
-//! or H.265, in whole access units), `decodebin` (libav) and an `appsink` that hands out the decoder's
-//! own I420 planes. OpenCV's capture could only hand out BGR: the conversion there and back for the
-//! encoder cost about as much as detection (docs/PERFORMANCE.md). Each frame comes with the packets it
-//! was decoded from, taken by reference as they enter the decoder, for the recorder's pre-roll. The
-//! password goes to `rtspsrc` as a property, never in its location, so GStreamer's messages cannot
-//! carry it.
+//! or H.265, in whole access units) and an `appsink` that hands out the packets, which libavcodec
+//! decodes to I420 planes (`decoding::Decoder`). OpenCV's capture could only hand out BGR: the
+//! conversion there and back for the encoder cost about as much as detection (docs/PERFORMANCE.md).
+//! Each frame comes with the packets it was decoded from, for the recorder's pre-roll. The password goes
+//! to `rtspsrc` as a property, never in its location, so GStreamer's messages cannot carry it.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app::AppSink;
-use gstreamer_video::VideoInfo;
 use opencv::core::Size;
+use tracing::debug;
 
 use crate::config::CameraSettings;
-use crate::decoding::{self, DECODE_TO_I420, Pulled};
+use crate::decoding::{self, Decoder, PARSED_PACKETS, Pulled, TimedPicture};
 use crate::gst_pipeline;
 use crate::i420::I420Image;
 use crate::stream::{Encoded, StreamInfo};
@@ -32,9 +30,12 @@ const RATE_PROBE_FRAMES: usize = 6;
 /// How long `rtspsrc` buffers packets to put them in order (its default is 2 s; over TCP they arrive in
 /// order, so this is only latency and memory).
 const RTSP_LATENCY_MS: u32 = 200;
-/// Decoding threads at most (see `decoding::limit_decoder_threads`). Two keep a Pi's 1080p30 decoding
-/// on two cores.
-const MAX_DECODER_THREADS: i32 = 2;
+/// Decoding threads (frame threading: each holds its own pictures, about 3 MiB each at 1080p). Two
+/// keep a Pi's 1080p30 decoding on two cores.
+const DECODER_THREADS: usize = 2;
+/// Damaged packets in a row that end the stream (a reconnect starts afresh): a second or more of a
+/// camera's frames, far more than a Wi-Fi drop-out damages.
+const MAX_DAMAGED_PACKETS: u32 = 60;
 /// Packets waiting for their picture at most: far more than a decoder holds back, a bound for a decoder
 /// that stopped giving pictures.
 const MAX_QUEUED_PACKETS: usize = 300;
@@ -60,6 +61,8 @@ pub enum CaptureError {
     Gst(String),
     #[error("OpenCV: {0}")]
     OpenCv(#[from] opencv::Error),
+    #[error("{0}")]
+    Decode(#[from] decoding::DecodeError),
 }
 
 impl From<gst::glib::BoolError> for CaptureError {
@@ -84,11 +87,17 @@ pub struct CameraFrame {
 pub struct CameraStream {
     pipeline: gst::Pipeline,
     sink: AppSink,
+    /// Opened with the first packet's caps.
+    decoder: Option<Decoder>,
     packets: PacketQueue,
     info: StreamInfo,
     read_timeout: Duration,
     /// Frames read while opening (to learn the size and rate), handed out first.
     pending: VecDeque<CameraFrame>,
+    /// The source ended, and the decoder was told (it gives out what it still holds).
+    ended: bool,
+    /// Packets in a row the decoder could not decode.
+    damaged: u32,
 }
 
 impl CameraStream {
@@ -97,7 +106,7 @@ impl CameraStream {
     /// timeout when it sends nothing.
     pub fn open(settings: &CameraSettings) -> Result<Self, CaptureError> {
         let pipeline = launch(&format!(
-            "rtspsrc name=source protocols=tcp latency={RTSP_LATENCY_MS} ! parsebin ! {DECODE_TO_I420}"
+            "rtspsrc name=source protocols=tcp latency={RTSP_LATENCY_MS} ! parsebin ! {PARSED_PACKETS}"
         ))?;
         let source = by_name(&pipeline, "source")?;
         let url = super::credentials::split(settings.url.expose())
@@ -115,7 +124,7 @@ impl CameraStream {
     /// Opens a video file, decoded as fast as it can be (no pacing).
     pub fn open_file(path: &std::path::Path) -> Result<Self, CaptureError> {
         let pipeline = launch(&format!(
-            "filesrc name=source ! parsebin ! {DECODE_TO_I420}"
+            "filesrc name=source ! parsebin ! {PARSED_PACKETS}"
         ))?;
         by_name(&pipeline, "source")?.set_property("location", path.to_string_lossy().as_ref());
         let timeout = Duration::from_secs(10);
@@ -129,17 +138,18 @@ impl CameraStream {
     ) -> Result<Self, CaptureError> {
         let sink: AppSink =
             gst_pipeline::element_as(&pipeline, "sink").map_err(CaptureError::Gst)?;
-        let packets = PacketQueue::default();
-        packets.watch(&by_name(&pipeline, "decoder")?)?;
         let started = Instant::now();
         // Dropping `stream` stops the pipeline on every early return from here.
         let mut stream = Self {
             pipeline,
             sink,
-            packets,
+            decoder: None,
+            packets: PacketQueue::default(),
             info: StreamInfo::new(Size::new(0, 0), FALLBACK_FPS),
             read_timeout,
             pending: Default::default(),
+            ended: false,
+            damaged: 0,
         };
         stream.pipeline.set_state(gst::State::Playing)?;
         let opened = |error: CaptureError| {
@@ -155,32 +165,38 @@ impl CameraStream {
                 reason,
             }
         };
-        let first = stream.pull(open_timeout).map_err(opened)?;
-        let caps = first
-            .caps()
-            .ok_or_else(|| CaptureError::Gst("no caps".into()))?;
-        let video = VideoInfo::from_caps(caps)?;
-        stream.info.size = Size::new(video.width() as i32, video.height() as i32);
-        stream.info.colorimetry = decoding::colorimetry(&video);
-        if stream.info.size.width % 2 != 0 || stream.info.size.height % 2 != 0 {
-            return Err(CaptureError::OddSize(stream.info.size));
-        }
-        let mut timestamps = vec![decoding::pts_of(&first)];
-        let first_frame = stream.to_frame(&first)?;
+        let first = stream.next_picture(open_timeout).map_err(opened)?;
+        stream.info.size = first.1.size();
+        stream.info.colorimetry = first.1.colorimetry();
+        let mut timestamps = vec![first.0];
+        let first_frame = stream.frame_of(first)?;
         stream.pending.push_back(first_frame);
-        let stated = f64::from(video.fps().numer()) / f64::from(video.fps().denom().max(1));
+        let stated = stream.stated_rate();
         stream.info.fps = if (1.0..=120.0).contains(&stated) {
             stated
         } else {
             while stream.pending.len() < RATE_PROBE_FRAMES {
-                let sample = stream.pull(read_timeout)?;
-                timestamps.push(decoding::pts_of(&sample));
-                let frame = stream.to_frame(&sample)?;
+                let picture = stream.next_picture(read_timeout)?;
+                timestamps.push(picture.0);
+                let frame = stream.frame_of(picture)?;
                 stream.pending.push_back(frame);
             }
             rate_from_timestamps(&timestamps)
         };
         Ok(stream)
+    }
+
+    /// The frame rate the stream's caps state (0 when they state none).
+    fn stated_rate(&self) -> f64 {
+        let rate = self
+            .sink
+            .sink_pads()
+            .first()
+            .and_then(|pad| pad.current_caps())
+            .and_then(|caps| caps.structure(0)?.get::<gst::Fraction>("framerate").ok());
+        rate.map_or(0.0, |rate| {
+            f64::from(rate.numer()) / f64::from(rate.denom().max(1))
+        })
     }
 
     pub fn info(&self) -> StreamInfo {
@@ -193,36 +209,76 @@ impl CameraStream {
         if let Some(frame) = self.pending.pop_front() {
             return Ok(frame);
         }
-        let sample = self.pull(self.read_timeout)?;
-        self.to_frame(&sample)
+        let picture = self.next_picture(self.read_timeout)?;
+        self.frame_of(picture)
     }
 
-    /// Waits up to `timeout` for the next decoded sample, watching for errors and the end meanwhile.
-    fn pull(&self, timeout: Duration) -> Result<gst::Sample, CaptureError> {
-        match decoding::pull(&self.sink, &self.pipeline, timeout).map_err(CaptureError::Failed)? {
-            Pulled::Picture(sample) => Ok(sample),
-            Pulled::Ended => Err(CaptureError::Ended),
-            Pulled::Nothing => Err(CaptureError::NoFrame { timeout }),
+    /// Waits up to `timeout` for the next decoded picture, decoding the packets as they come and
+    /// watching for errors and the end meanwhile.
+    fn next_picture(&mut self, timeout: Duration) -> Result<TimedPicture, CaptureError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(picture) = self.decoder.as_mut().and_then(Decoder::next_picture) {
+                return Ok(picture);
+            }
+            if self.ended {
+                return Err(CaptureError::Ended);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match decoding::pull(&self.sink, &self.pipeline, left).map_err(CaptureError::Failed)? {
+                Pulled::Packet(packet) => self.decode(packet)?,
+                Pulled::Ended => {
+                    self.ended = true;
+                    if let Some(decoder) = self.decoder.as_mut() {
+                        decoder.send_end()?;
+                    }
+                }
+                Pulled::Nothing => return Err(CaptureError::NoFrame { timeout }),
+            }
         }
     }
 
-    /// The sample's picture, refused when the stream changed its size.
-    fn to_image(&self, sample: &gst::Sample) -> Result<I420Image, CaptureError> {
-        let image = decoding::image_from_sample(sample).map_err(CaptureError::Gst)?;
-        if self.info.size.width != 0 && image.size() != self.info.size {
+    /// Decodes one packet and keeps it for the picture it makes. A damaged packet is skipped (the
+    /// decoder recovers at the next keyframe); many in a row fail the stream.
+    fn decode(&mut self, packet: gst::Sample) -> Result<(), CaptureError> {
+        let decoder = match &mut self.decoder {
+            Some(decoder) => decoder,
+            None => {
+                let caps = packet
+                    .caps()
+                    .ok_or_else(|| CaptureError::Gst("a packet without caps".into()))?;
+                self.decoder.insert(Decoder::open(caps, DECODER_THREADS)?)
+            }
+        };
+        let decoded = decoder.send(&packet);
+        self.packets.push(packet);
+        match decoded {
+            Ok(()) => self.damaged = 0,
+            Err(e) => {
+                self.damaged += 1;
+                if self.damaged >= MAX_DAMAGED_PACKETS {
+                    return Err(CaptureError::Failed(format!(
+                        "{} packets in a row could not be decoded; the last: {e}",
+                        self.damaged
+                    )));
+                }
+                debug!(error = %e, "a damaged packet was skipped");
+            }
+        }
+        Ok(())
+    }
+
+    /// The picture with the packets it was decoded from; refused when the stream changed its size.
+    fn frame_of(&mut self, (pts, image): TimedPicture) -> Result<CameraFrame, CaptureError> {
+        if image.size() != self.info.size {
             return Err(CaptureError::SizeChanged {
                 from: self.info.size,
                 to: image.size(),
             });
         }
-        Ok(image)
-    }
-
-    /// The sample's picture with the packets it was decoded from.
-    fn to_frame(&self, sample: &gst::Sample) -> Result<CameraFrame, CaptureError> {
         Ok(CameraFrame {
-            image: self.to_image(sample)?,
-            encoded: self.packets.take_through(decoding::pts_of(sample)),
+            image,
+            encoded: self.packets.take_through(pts),
         })
     }
 }
@@ -234,60 +290,31 @@ impl Drop for CameraStream {
 }
 
 fn launch(description: &str) -> Result<gst::Pipeline, CaptureError> {
-    let pipeline = gst_pipeline::launch(description).map_err(CaptureError::Gst)?;
-    decoding::limit_decoder_threads(&pipeline, MAX_DECODER_THREADS);
-    Ok(pipeline)
+    gst_pipeline::launch(description).map_err(CaptureError::Gst)
 }
 
 fn by_name(pipeline: &gst::Pipeline, name: &str) -> Result<gst::Element, CaptureError> {
     gst_pipeline::element(pipeline, name).map_err(CaptureError::Gst)
 }
 
-/// The packets on their way into the decoder, kept until the picture they make comes out.
-#[derive(Clone, Default)]
-struct PacketQueue(Arc<Mutex<VecDeque<gst::Sample>>>);
+/// The packets given to the decoder, kept until the picture they make comes out.
+#[derive(Default)]
+struct PacketQueue(VecDeque<gst::Sample>);
 
 impl PacketQueue {
-    /// Copies (by reference) every packet entering `decoder`, with its caps.
-    fn watch(&self, decoder: &gst::Element) -> Result<(), CaptureError> {
-        let pad = decoder
-            .static_pad("sink")
-            .ok_or_else(|| CaptureError::Gst("the decoder has no sink pad".into()))?;
-        let queue = self.clone();
-        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-            if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data {
-                let caps = pad.current_caps();
-                let mut sample = gst::Sample::builder().buffer(buffer);
-                if let Some(caps) = caps.as_ref() {
-                    sample = sample.caps(caps);
-                }
-                queue.push(sample.build());
-            }
-            gst::PadProbeReturn::Ok
-        });
-        Ok(())
-    }
-
-    fn push(&self, packet: gst::Sample) {
-        let mut queue = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if queue.len() == MAX_QUEUED_PACKETS {
+    fn push(&mut self, packet: gst::Sample) {
+        if self.0.len() == MAX_QUEUED_PACKETS {
             // Pictures stopped coming out (the read then times out): keep only the newest packets.
-            queue.pop_front();
+            self.0.pop_front();
         }
-        queue.push_back(packet);
+        self.0.push_back(packet);
     }
 
     /// The packets up to and including the last one with the picture's timestamp (a picture may come
     /// in several NAL units; the decoder gives it only once it has them all). All those with earlier or
     /// no timestamps when none has it; none when it came earlier, as a B-frame's reference does.
-    fn take_through(&self, pts: Option<gst::ClockTime>) -> Encoded {
-        let mut queue = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    fn take_through(&mut self, pts: Option<gst::ClockTime>) -> Encoded {
+        let queue = &mut self.0;
         let count = match pts
             .and_then(|pts| queue.iter().rposition(|p| decoding::pts_of(p) == Some(pts)))
         {
@@ -344,8 +371,8 @@ mod tests {
                 .set_pts(ms.map(gst::ClockTime::from_mseconds));
             gst::Sample::builder().buffer(&buffer).build()
         };
-        let queue = PacketQueue::default();
-        let taken = |ms: u64| {
+        let mut queue = PacketQueue::default();
+        let taken = |queue: &mut PacketQueue, ms: u64| {
             queue
                 .take_through(Some(gst::ClockTime::from_mseconds(ms)))
                 .packets
@@ -355,15 +382,15 @@ mod tests {
         for ms in [0, 300, 300, 100, 200] {
             queue.push(packet(Some(ms)));
         }
-        assert_eq!(taken(0), 1);
-        assert_eq!(taken(100), 3, "P3's two units, then B1");
-        assert_eq!(taken(200), 1);
-        assert_eq!(taken(300), 0, "P3 went with B1");
+        assert_eq!(taken(&mut queue, 0), 1);
+        assert_eq!(taken(&mut queue, 100), 3, "P3's two units, then B1");
+        assert_eq!(taken(&mut queue, 200), 1);
+        assert_eq!(taken(&mut queue, 300), 0, "P3 went with B1");
         queue.push(packet(None));
         queue.push(packet(Some(400)));
         queue.push(packet(Some(600)));
         assert_eq!(
-            taken(500),
+            taken(&mut queue, 500),
             2,
             "no packet has the picture's time: the earlier and untimed ones"
         );

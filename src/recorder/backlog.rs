@@ -4,7 +4,7 @@
 //! A waiting frame is kept as the camera's packets, not as its picture: seconds of 1080p30 pictures are
 //! hundreds of MiB, their packets a few. Only the newest frame keeps its picture as well (the picture a
 //! clip writes at once when nothing waits before it). The pre-roll is cut at a keyframe, so that its
-//! packets can be decoded: when a clip opens, a `PacketDecoder` turns them back into pictures, those
+//! packets can be decoded: when a clip opens, a second `Decoder` turns them back into pictures, those
 //! older than the pre-roll only as the decoder's references. Once the clip has caught up with the camera
 //! the decoder is closed and the pictures go to the encoder as the camera's decoder gave them. Pictures
 //! are matched to frames by their stream timestamps, so B-frames (decoded out of order) and frames the
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use opencv::core::Rect;
 use tracing::{debug, warn};
 
-use crate::decoding::{PacketDecoder, TimedPicture};
+use crate::decoding::{Decoder, TimedPicture};
 use crate::i420::I420Image;
 use crate::stream::{Encoded, Timestamp, Verdict};
 
@@ -31,14 +31,12 @@ use crate::stream::{Encoded, Timestamp, Verdict};
 /// hold a picture back until it has the next packet.
 const FEED_AHEAD: usize = 2;
 /// Frames it is given ahead at most while no picture comes: more than a stream with B-frames holds
-/// back for reordering. A slow decoder is waited for instead, so that ending its stream (`drain`) never
-/// brings more pictures into memory at once than this.
+/// back for reordering. A decoder that gives none by then is broken (the frames are left out), and
+/// ending its stream (`drain`) never brings more pictures into memory at once than this.
 const MAX_FEED_AHEAD: usize = 8;
-/// How long the decoder may take for a picture, or to give out those it holds back when its stream is
-/// ended.
-const DECODE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long to wait for a picture before giving the decoder more packets.
-const DECODE_WAIT: Duration = Duration::from_millis(20);
+/// Decoding threads: one, since frame threading would hold each picture back until more packets came,
+/// and the pre-roll is decoded beside the live stream anyway.
+const DECODER_THREADS: usize = 1;
 /// Written frames remembered for the next pre-roll at most (a camera that sends keyframes rarely).
 const MAX_REMEMBERED: usize = 600;
 
@@ -78,7 +76,7 @@ pub struct Backlog {
     bytes: u64,
     /// Frames before this stream time are kept for decoding only (the pre-roll was cut here).
     write_from: Duration,
-    decoder: Option<PacketDecoder>,
+    decoder: Option<Decoder>,
     /// Pictures the decoder gave before the frames they belong to were wanted.
     decoded: VecDeque<TimedPicture>,
     /// The decoder had all the packets there were and gave out the pictures it held back (B-frames):
@@ -279,7 +277,14 @@ impl Backlog {
         if !self.frames.front().is_some_and(|f| self.can_start_at(f)) {
             return false;
         }
-        match PacketDecoder::start() {
+        let caps = self
+            .frames
+            .front()
+            .and_then(|front| front.encoded.packets.first()?.caps_owned());
+        let opened = caps
+            .ok_or_else(|| "a packet without caps".to_string())
+            .and_then(|caps| Decoder::open(&caps, DECODER_THREADS).map_err(|e| e.to_string()));
+        match opened {
             Ok(decoder) => {
                 self.decoder = Some(decoder);
                 self.decoding_since = Some((Instant::now(), 0));
@@ -339,7 +344,7 @@ impl Backlog {
     /// such frame.
     fn feed(&mut self, index: usize) -> Result<bool, String> {
         let (Some(decoder), Some(frame), false) = (
-            self.decoder.as_ref(),
+            self.decoder.as_mut(),
             self.frames.get_mut(index),
             self.drained,
         ) else {
@@ -347,7 +352,7 @@ impl Backlog {
         };
         if !frame.fed {
             for packet in &frame.encoded.packets {
-                decoder.push(packet)?;
+                decoder.send(packet).map_err(|e| e.to_string())?;
             }
             frame.fed = true;
         }
@@ -360,16 +365,11 @@ impl Backlog {
             self.feed(index)?;
         }
         let wanted = self.frames.front().and_then(|f| f.encoded.pts);
-        let deadline = Instant::now() + DECODE_TIMEOUT;
         loop {
             let picture = match self.decoded.pop_front() {
                 Some(picture) => Some(picture),
                 None if self.drained => return Ok(None),
-                None => self
-                    .decoder
-                    .as_ref()
-                    .ok_or("no decoder")?
-                    .next(DECODE_WAIT)?,
+                None => self.decoder.as_mut().ok_or("no decoder")?.next_picture(),
             };
             match picture {
                 Some((Some(pts), _)) if wanted.is_some_and(|wanted| pts < wanted) => {
@@ -392,8 +392,8 @@ impl Backlog {
                         self.drain()?;
                     } else if fed <= MAX_FEED_AHEAD {
                         self.feed(fed)?;
-                    } else if Instant::now() > deadline {
-                        return Err(format!("no picture within {} s", DECODE_TIMEOUT.as_secs()));
+                    } else {
+                        return Err(format!("no picture from {fed} frames' packets"));
                     }
                 }
             }
@@ -403,8 +403,10 @@ impl Backlog {
     /// The decoder has every packet there is and still holds pictures back (a stream with B-frames
     /// reorders them): end its stream so that it gives them all.
     fn drain(&mut self) -> Result<(), String> {
-        let decoder = self.decoder.as_ref().ok_or("no decoder")?;
-        self.decoded.extend(decoder.drain(DECODE_TIMEOUT)?);
+        let decoder = self.decoder.as_mut().ok_or("no decoder")?;
+        decoder.send_end().map_err(|e| e.to_string())?;
+        self.decoded
+            .extend(std::iter::from_fn(|| decoder.next_picture()));
         self.drained = true;
         Ok(())
     }
