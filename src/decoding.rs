@@ -119,7 +119,14 @@ impl Decoder {
         if !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
             av_packet.set_flags(ffmpeg::packet::Flags::KEY);
         }
-        self.decoder.send_packet(&av_packet)?;
+        if let Err(e) = self.decoder.send_packet(&av_packet) {
+            if !is_again(&e) {
+                return Err(e.into());
+            }
+            // A damaged picture stopped `take_pictures` before the decoder was empty.
+            self.take_pictures()?;
+            self.decoder.send_packet(&av_packet)?;
+        }
         self.take_pictures()
     }
 
@@ -141,8 +148,7 @@ impl Decoder {
             let mut frame = ffmpeg::frame::Video::empty();
             match self.decoder.receive_frame(&mut frame) {
                 Ok(()) => {}
-                Err(ffmpeg::Error::Eof) => return Ok(()),
-                Err(ffmpeg::Error::Other { errno }) if errno == libc::EAGAIN => return Ok(()),
+                Err(e) if e == ffmpeg::Error::Eof || is_again(&e) => return Ok(()),
                 Err(e) => return Err(e.into()),
             }
             let pts = frame
@@ -152,6 +158,14 @@ impl Decoder {
             self.ready.push_back((pts, image_from_frame(frame)?));
         }
     }
+}
+
+/// libav's "not now": the decoder wants its pictures taken, or more packets.
+fn is_again(error: &ffmpeg::Error) -> bool {
+    *error
+        == ffmpeg::Error::Other {
+            errno: libc::EAGAIN,
+        }
 }
 
 /// The codec (the caps' name) and its parameter sets (`codec_data`): what a decoder is opened with.
@@ -359,6 +373,37 @@ mod tests {
         assert_eq!(packed.len(), w * h * 3 / 2);
         assert_eq!(packed[w * h - 1], 23);
         assert_eq!(packed[w * h + w / 2 * h / 2 - 1], 111);
+    }
+
+    /// A packet the network damaged is an error, and the decoder goes on with the next ones.
+    #[test]
+    fn a_damaged_packet_is_refused_and_the_packets_after_it_still_decode() {
+        let mut packets = packets(12);
+        let mut damaged = gst::Buffer::from_slice(vec![0xff_u8; 64]);
+        let original = packets[5].buffer().unwrap();
+        damaged.get_mut().unwrap().set_pts(original.pts());
+        damaged
+            .get_mut()
+            .unwrap()
+            .set_flags(gst::BufferFlags::DELTA_UNIT);
+        packets[5] = gst::Sample::builder()
+            .buffer(&damaged)
+            .caps(&packets[5].caps_owned().unwrap())
+            .build();
+        let mut decoder = Decoder::open(packets[0].caps().unwrap(), 2).unwrap();
+        let mut refused = Vec::new();
+        let mut pictures = 0;
+        for (index, packet) in packets.iter().enumerate() {
+            if decoder.send(packet).is_err() {
+                refused.push(index);
+            }
+            pictures += std::iter::from_fn(|| decoder.next_picture()).count();
+        }
+        decoder.send_end().unwrap();
+        pictures += std::iter::from_fn(|| decoder.next_picture()).count();
+        // With two threads the decoder tells of it one packet late.
+        assert_eq!(refused, [6]);
+        assert_eq!(pictures, 11, "every picture but the damaged one");
     }
 
     #[test]
