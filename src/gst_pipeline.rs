@@ -28,11 +28,26 @@ pub fn element_as<T: IsA<gst::Element>>(pipeline: &gst::Pipeline, name: &str) ->
         .map_err(|_| format!("{name} is not a {}", T::static_type().name()))
 }
 
-/// The pipeline's first error, if it reported one (taken off the bus).
+/// The pipeline's first error, if it reported one (taken off the bus), with the reason a stream stopped
+/// when GStreamer gives one (its message alone is "Internal data stream error.").
 pub fn first_error(pipeline: &gst::Pipeline) -> Option<String> {
     let message = pipeline.bus()?.pop_filtered(&[gst::MessageType::Error])?;
-    match message.view() {
-        gst::MessageView::Error(error) => Some(error.error().message().to_string()),
-        _ => None,
-    }
+    let gst::MessageView::Error(error) = message.view() else {
+        return None;
+    };
+    let text = error.error().message().to_string();
+    let reason = error.debug().and_then(|debug| {
+        Some(
+            debug
+                .split("reason ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .to_string(),
+        )
+    });
+    Some(match reason {
+        Some(reason) => format!("{text} ({reason})"),
+        None => text,
+    })
 }

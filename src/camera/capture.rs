@@ -157,6 +157,12 @@ impl CameraStream {
                 CaptureError::NoFrame { .. } | CaptureError::Ended => {
                     "camera off or unreachable, wrong path, or wrong user/password".into()
                 }
+                // The parser's output fits no caps the reader takes.
+                CaptureError::Failed(reason)
+                    if reason.contains("(not-linked)") || reason.contains("(not-negotiated)") =>
+                {
+                    format!("the stream is not H.264 or H.265; GStreamer: {reason}")
+                }
                 CaptureError::Failed(reason) => reason,
                 other => return other,
             };
@@ -393,6 +399,34 @@ mod tests {
             taken(&mut queue, 500),
             2,
             "no packet has the picture's time: the earlier and untimed ones"
+        );
+    }
+
+    #[test]
+    fn a_stream_in_another_codec_is_refused_by_name() {
+        gst::init().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mjpeg = dir.path().join("mjpeg.mkv");
+        let status = std::process::Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=64x48:rate=5",
+            ])
+            .args(["-frames:v", "5", "-c:v", "mjpeg"])
+            .arg(&mjpeg)
+            .status()
+            .expect("ffmpeg (scripts/setup.sh installs it)");
+        assert!(status.success());
+        let error = CameraStream::open_file(&mjpeg).err().unwrap().to_string();
+        assert!(
+            error.contains(
+                "the stream is not H.264 or H.265; GStreamer: Internal data stream error. (not-linked)"
+            ),
+            "{error}"
         );
     }
 
