@@ -106,7 +106,7 @@ impl CameraStream {
     /// timeout when it sends nothing.
     pub fn open(settings: &CameraSettings) -> Result<Self, CaptureError> {
         let pipeline = launch(&format!(
-            "rtspsrc name=source protocols=tcp latency={RTSP_LATENCY_MS} ! parsebin ! {PARSED_PACKETS}"
+            "rtspsrc name=source protocols=tcp latency={RTSP_LATENCY_MS} ! parsebin name=parser ! {PARSED_PACKETS}"
         ))?;
         let source = by_name(&pipeline, "source")?;
         let url = super::credentials::split(settings.url.expose())
@@ -124,7 +124,7 @@ impl CameraStream {
     /// Opens a video file, decoded as fast as it can be (no pacing).
     pub fn open_file(path: &std::path::Path) -> Result<Self, CaptureError> {
         let pipeline = launch(&format!(
-            "filesrc name=source ! parsebin ! {PARSED_PACKETS}"
+            "filesrc name=source ! parsebin name=parser ! {PARSED_PACKETS}"
         ))?;
         by_name(&pipeline, "source")?.set_property("location", path.to_string_lossy().as_ref());
         let timeout = Duration::from_secs(10);
@@ -295,8 +295,21 @@ impl Drop for CameraStream {
     }
 }
 
+/// The pipeline of `description`, whose `parser` (a `parsebin`) hands out the stream as soon as it is
+/// parsed. Left to itself, parsebin hands out a stream only once it sees a decoder for it installed, and
+/// fails with "missing a plug-in" where there is none (the container image: libavcodec decodes, not a
+/// GStreamer plugin).
 fn launch(description: &str) -> Result<gst::Pipeline, CaptureError> {
-    gst_pipeline::launch(description).map_err(CaptureError::Gst)
+    let pipeline = gst_pipeline::launch(description).map_err(CaptureError::Gst)?;
+    by_name(&pipeline, "parser")?.connect("autoplug-continue", false, |values| {
+        let parsed = values
+            .get(2)
+            .and_then(|caps| caps.get::<gst::Caps>().ok())
+            .and_then(|caps| caps.structure(0)?.get::<bool>("parsed").ok())
+            .unwrap_or(false);
+        Some((!parsed).to_value())
+    });
+    Ok(pipeline)
 }
 
 fn by_name(pipeline: &gst::Pipeline, name: &str) -> Result<gst::Element, CaptureError> {

@@ -1,0 +1,68 @@
+//! The camera reader needs no GStreamer decoder: libavcodec decodes. The container image installs none,
+//! and `parsebin`, left to itself, refuses ("missing a plug-in") a stream that no installed decoder
+//! takes. A file of its own: taking GStreamer's decoders out of the running is for the whole process.
+
+use std::path::Path;
+
+use dachavideo::camera::CameraStream;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+/// Every video decoder GStreamer has here is left out of autoplugging, as if it were not installed.
+fn without_gstreamer_decoders() {
+    gst::init().unwrap();
+    let mut dropped = Vec::new();
+    for feature in gst::Registry::get().features(gst::ElementFactory::static_type()) {
+        let factory = feature.downcast_ref::<gst::ElementFactory>().unwrap();
+        let klass = factory
+            .metadata(gst::ELEMENT_METADATA_KLASS)
+            .unwrap_or_default();
+        if klass.contains("Decoder") && klass.contains("Video") {
+            feature.set_rank(gst::Rank::NONE);
+            dropped.push(feature.name());
+        }
+    }
+    assert!(
+        dropped.iter().any(|name| name == "avdec_h264"),
+        "gst-libav's decoder was there to leave out: {dropped:?}"
+    );
+}
+
+fn video(path: &Path, codec: &[&str]) {
+    let status = std::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=64x48:rate=10",
+        ])
+        .args(["-frames:v", "10", "-pix_fmt", "yuv420p"])
+        .args(codec)
+        .arg(path)
+        .status()
+        .expect("ffmpeg (scripts/setup.sh installs it)");
+    assert!(status.success());
+}
+
+fn frames_read(path: &Path) -> usize {
+    let mut camera = CameraStream::open_file(path).unwrap();
+    std::iter::from_fn(|| camera.read().ok()).count()
+}
+
+#[test]
+fn h264_and_h265_are_read_with_no_gstreamer_decoder_installed() {
+    without_gstreamer_decoders();
+    let dir = tempfile::tempdir().unwrap();
+    let h264 = dir.path().join("h264.mp4");
+    video(&h264, &["-c:v", "libx264"]);
+    assert_eq!(frames_read(&h264), 10);
+    let h265 = dir.path().join("h265.mp4");
+    video(
+        &h265,
+        &["-c:v", "libx265", "-x265-params", "log-level=error"],
+    );
+    assert_eq!(frames_read(&h265), 10);
+}
