@@ -69,6 +69,8 @@ for lib in core imgproc video; do
 done
 # videoio (and imgcodecs, GDAL and 200 more libraries with it) stays out of the service: the image lacks it.
 ! grep -q "libopencv_videoio" <<<"$needed" || fail "links libopencv_videoio, which the runtime image does not have"
+# libavcodec decodes; libavformat and libavfilter (and their library trees) stay out of the image.
+! grep -qE "libavformat|libavfilter" <<<"$needed" || fail "links libavformat or libavfilter, which the runtime image does not have"
 
 step "under qemu: --version, and detect on a test video against the amd64 build"
 timed "cargo build --release (amd64, host)" cargo build --release --locked --target "$HOST_TRIPLE" --bin dachavideo
