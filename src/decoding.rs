@@ -18,6 +18,8 @@ use ffmpeg_next::format::Pixel;
 use gstreamer as gst;
 use gstreamer_app::AppSink;
 
+use opencv::core::Size;
+
 use crate::gst_pipeline;
 use crate::i420::{Colorimetry, ColourMatrix, I420Image};
 
@@ -40,6 +42,11 @@ pub enum DecodeError {
     Codec(String),
     #[error("the camera's pictures are {0:?}; only 8-bit 4:2:0 is supported")]
     PixelFormat(Pixel),
+    #[error(
+        "the stream is {}x{}; H.264 clips need an even width and height",
+        .0.width, .0.height
+    )]
+    OddSize(Size),
     #[error("the decoder: {0}")]
     Libav(#[from] ffmpeg::Error),
     #[error("a decoded picture: {0}")]
@@ -203,6 +210,10 @@ fn set_extradata(context: &mut ffmpeg::codec::Context, bytes: &[u8]) -> Result<(
 
 /// A decoded frame as an `I420Image` read in place, marked with the stream's colorimetry.
 fn image_from_frame(frame: ffmpeg::frame::Video) -> Result<I420Image, DecodeError> {
+    let size = Size::new(frame.width() as i32, frame.height() as i32);
+    if size.width % 2 != 0 || size.height % 2 != 0 {
+        return Err(DecodeError::OddSize(size));
+    }
     let full_range = match frame.format() {
         Pixel::YUV420P => frame.color_range() == ffmpeg::color::Range::JPEG,
         Pixel::YUVJ420P => true,
@@ -260,7 +271,7 @@ pub fn pull(sink: &AppSink, pipeline: &gst::Pipeline, wait: Duration) -> Result<
 mod tests {
     use super::*;
     use gstreamer::prelude::*;
-    use opencv::core::{Scalar, Size};
+    use opencv::core::Scalar;
     use opencv::prelude::*;
 
     /// The packets of a 64x48 H.264 stream of `count` moving frames, as the camera reader takes them.

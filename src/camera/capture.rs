@@ -52,11 +52,6 @@ pub enum CaptureError {
     Failed(String),
     #[error("the frame size changed from {from:?} to {to:?}")]
     SizeChanged { from: Size, to: Size },
-    #[error(
-        "the stream is {}x{}; H.264 clips need an even width and height",
-        .0.width, .0.height
-    )]
-    OddSize(Size),
     #[error("GStreamer: {0}")]
     Gst(String),
     #[error("OpenCV: {0}")]
