@@ -1,7 +1,7 @@
 //! Decoding the camera's H.264/H.265 packets to I420 pictures with libavcodec: the pipeline tail that
-//! hands the camera reader the parsed packets, `Decoder` (one libavcodec decoder fed by hand), and
-//! `PacketDecoder`, which decodes packets kept from earlier (the pre-roll) when a clip needs their
-//! pictures.
+//! hands the camera reader the parsed packets, and `Decoder` (one libavcodec decoder fed by hand), which
+//! decodes the camera's stream as it comes and, in a second one, the packets kept for a pre-roll when a
+//! clip needs their pictures.
 //!
 //! GStreamer still receives and parses the stream (`rtspsrc`/`filesrc` and `parsebin`), but decoding is
 //! libavcodec's own API, not gst-libav's `avdec_h264`: that plugin links libavformat and libavfilter,
