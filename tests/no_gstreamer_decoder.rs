@@ -33,7 +33,8 @@ fn without_gstreamer_decoders() {
         decoders
             .iter()
             .all(|factory| !factory.can_sink_any_caps(&h264)),
-        "left out {dropped:?}, yet an H.264 decoder remains"
+        "left out {} decoders, yet one for H.264 remains",
+        dropped.len()
     );
 }
 
