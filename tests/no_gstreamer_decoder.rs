@@ -1,15 +1,20 @@
 //! The camera reader needs no GStreamer decoder: libavcodec decodes. The container image installs none,
 //! and `parsebin`, left to itself, refuses ("missing a plug-in") a stream that no installed decoder
-//! takes. A file of its own: taking GStreamer's decoders out of the running is for the whole process.
+//! takes, or hands out an RTP camera's NAL units instead of access units. A file of its own: taking
+//! GStreamer's decoders out of the running is for the whole process.
+
+mod support;
 
 use std::path::Path;
+use std::time::Duration;
 
 use dachavideo::camera::CameraStream;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-/// Every video decoder GStreamer has here is left out of autoplugging, as if it were not installed.
-fn without_gstreamer_decoders() {
+/// Every video decoder GStreamer has here is left out of autoplugging, as if it were not installed; the
+/// names of those that take H.264 or H.265.
+fn without_gstreamer_decoders() -> Vec<String> {
     gst::init().unwrap();
     let mut dropped = Vec::new();
     for feature in gst::Registry::get().features(gst::ElementFactory::static_type()) {
@@ -36,6 +41,13 @@ fn without_gstreamer_decoders() {
         "left out {} decoders, yet one for H.264 remains",
         dropped.len()
     );
+    let h265 = gst::Caps::builder("video/x-h265").build();
+    dropped
+        .iter()
+        .filter_map(|name| gst::ElementFactory::find(name))
+        .filter(|factory| factory.can_sink_any_caps(&h264) || factory.can_sink_any_caps(&h265))
+        .map(|factory| factory.name().to_string())
+        .collect()
 }
 
 fn video(path: &Path, codec: &[&str]) {
@@ -75,4 +87,22 @@ fn h264_and_h265_are_read_with_no_gstreamer_decoder_installed() {
         &["-c:v", "libx265", "-x265-params", "log-level=error"],
     );
     assert_eq!(frames_read(&h265), 10);
+}
+
+/// The service, a process of its own, gets the same through GStreamer's own variable.
+#[test]
+fn the_service_records_an_rtsp_camera_with_no_gstreamer_decoder_installed() {
+    let decoders = without_gstreamer_decoders();
+    let camera = support::Camera::start(true);
+    let mut env = support::service_env(
+        &camera,
+        None,
+        &[("RECORD_DURATION", "2s"), ("PRE_ROLL", "1s")],
+    );
+    let ranks: Vec<String> = decoders.iter().map(|name| format!("{name}:0")).collect();
+    env.insert("GST_PLUGIN_FEATURE_RANK".into(), ranks.join(","));
+    let mut service = support::Service::start(&[], &env);
+    service.wait_for("clip recorded", 1, Duration::from_secs(40));
+    service.stop_cleanly();
+    assert_eq!(service.count("camera unreachable"), 0, "{}", service.log());
 }

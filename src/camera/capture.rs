@@ -101,7 +101,7 @@ impl CameraStream {
     /// timeout when it sends nothing.
     pub fn open(settings: &CameraSettings) -> Result<Self, CaptureError> {
         let pipeline = launch(&format!(
-            "rtspsrc name=source protocols=tcp latency={RTSP_LATENCY_MS} ! parsebin name=parser ! {PARSED_PACKETS}"
+            "rtspsrc name=source protocols=tcp latency={RTSP_LATENCY_MS}"
         ))?;
         let source = by_name(&pipeline, "source")?;
         let url = super::credentials::split(settings.url.expose())
@@ -118,9 +118,7 @@ impl CameraStream {
 
     /// Opens a video file, decoded as fast as it can be (no pacing).
     pub fn open_file(path: &std::path::Path) -> Result<Self, CaptureError> {
-        let pipeline = launch(&format!(
-            "filesrc name=source ! parsebin name=parser ! {PARSED_PACKETS}"
-        ))?;
+        let pipeline = launch("filesrc name=source")?;
         by_name(&pipeline, "source")?.set_property("location", path.to_string_lossy().as_ref());
         let timeout = Duration::from_secs(10);
         Self::start(pipeline, timeout, timeout)
@@ -290,21 +288,67 @@ impl Drop for CameraStream {
     }
 }
 
-/// The pipeline of `description`, whose `parser` (a `parsebin`) hands out the stream as soon as it is
-/// parsed. Left to itself, parsebin hands out a stream only once it sees a decoder for it installed, and
-/// fails with "missing a plug-in" where there is none (the container image: libavcodec decodes, not a
-/// GStreamer plugin).
-fn launch(description: &str) -> Result<gst::Pipeline, CaptureError> {
-    let pipeline = gst_pipeline::launch(description).map_err(CaptureError::Gst)?;
-    by_name(&pipeline, "parser")?.connect("autoplug-continue", false, |values| {
-        let parsed = values
+/// `source`, then `parsebin` as far as the codec (the demuxer's or the RTP depayloader's output), then
+/// the codec's own parser (`h264parse` or `h265parse`), linked when the stream shows up, into the
+/// appsink of `PARSED_PACKETS`. Left to itself, parsebin would plug that parser too, but it hands out a
+/// stream only once it sees a decoder for it installed (the container image has none: libavcodec
+/// decodes), and then fixes the parser's output to its input's form (an RTP camera's NAL units) instead
+/// of the whole access units the appsink takes. A stream in another codec is left unlinked: GStreamer
+/// stops it ("not-linked").
+fn launch(source: &str) -> Result<gst::Pipeline, CaptureError> {
+    let pipeline = gst_pipeline::launch(&format!(
+        "{source} ! parsebin name=demuxer  {PARSED_PACKETS}"
+    ))
+    .map_err(CaptureError::Gst)?;
+    let demuxer = by_name(&pipeline, "demuxer")?;
+    demuxer.connect("autoplug-continue", false, |values| {
+        let codec = values
             .get(2)
             .and_then(|caps| caps.get::<gst::Caps>().ok())
-            .and_then(|caps| caps.structure(0)?.get::<bool>("parsed").ok())
-            .unwrap_or(false);
-        Some((!parsed).to_value())
+            .and_then(|caps| codec_parser(&caps));
+        Some(codec.is_none().to_value())
+    });
+    let sink = by_name(&pipeline, "sink")?;
+    let weak_pipeline = pipeline.downgrade();
+    demuxer.connect_pad_added(move |_, pad| {
+        let Some(pipeline) = weak_pipeline.upgrade() else {
+            return;
+        };
+        if let Err(e) = link_through_parser(&pipeline, pad, &sink) {
+            debug!(error = %e, "the camera's stream is not linked");
+        }
     });
     Ok(pipeline)
+}
+
+/// The parser element for a stream of `caps`, when it is H.264 or H.265.
+fn codec_parser(caps: &gst::CapsRef) -> Option<&'static str> {
+    match caps.structure(0)?.name().as_str() {
+        "video/x-h264" => Some("h264parse"),
+        "video/x-h265" => Some("h265parse"),
+        _ => None,
+    }
+}
+
+/// Links `pad` through its codec's parser into `sink`.
+fn link_through_parser(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    sink: &gst::Element,
+) -> Result<(), String> {
+    let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+    let name = codec_parser(&caps).ok_or_else(|| format!("a stream of {caps}"))?;
+    let parser = gst::ElementFactory::make(name)
+        .build()
+        .map_err(|e| format!("{name}: {e}"))?;
+    pipeline.add(&parser).map_err(|e| e.to_string())?;
+    parser.link(sink).map_err(|e| e.to_string())?;
+    parser.sync_state_with_parent().map_err(|e| e.to_string())?;
+    let parser_sink = parser
+        .static_pad("sink")
+        .ok_or("a parser without a sink pad")?;
+    pad.link(&parser_sink).map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 fn by_name(pipeline: &gst::Pipeline, name: &str) -> Result<gst::Element, CaptureError> {
