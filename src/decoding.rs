@@ -3,11 +3,12 @@
 //! decodes the camera's stream as it comes and, in a second one, the packets kept for a pre-roll when a
 //! clip needs their pictures.
 //!
-//! GStreamer still receives and parses the stream (`rtspsrc`/`filesrc` and `parsebin`), but decoding is
-//! libavcodec's own API, not gst-libav's `avdec_h264`: that plugin links libavformat and libavfilter,
-//! whose library trees (flite's voices, librsvg, placebo, Vulkan...) took 18-21 MiB of every process that
-//! decodes (docs/PERFORMANCE.md, sixth round), and it copied each picture out of libav's frame into a
-//! buffer of its own. A decoded picture is now libav's frame itself, read in place (`I420Image`).
+//! GStreamer still receives and parses the stream (`rtspsrc`/`filesrc`, `parsebin`, the codec's parser),
+//! but decoding is libavcodec's own API, not gst-libav's `avdec_h264`: that plugin links libavformat and
+//! libavfilter, whose library trees (flite's voices, librsvg, placebo, Vulkan...) took 18-21 MiB of every
+//! process that decodes (docs/PERFORMANCE.md, sixth round), and it copied each picture out of libav's
+//! frame into a buffer of its own. A decoded picture is now libav's frame itself, read in place
+//! (`I420Image`).
 
 use std::collections::VecDeque;
 use std::sync::Once;
@@ -25,8 +26,8 @@ use crate::i420::{Colorimetry, ColourMatrix, I420Image};
 
 /// The parsed stream in whole access units, for the appsink named `sink`: preferably with the codec's
 /// parameter sets in the caps (`codec_data`, which lets a decoder start at any keyframe), as H.264's
-/// parser gives them; H.265 from an MP4 comes as `hev1` (parameter sets in the caps and in the stream),
-/// and a stream no parser converts as it comes. `sync=false`: packets are handed out as they come (a
+/// parser gives them; H.265 may come as `hev1` (parameter sets in the caps and in the stream), and a
+/// stream the parser cannot convert as it comes. `sync=false`: packets are handed out as they come (a
 /// live camera paces itself; a file is read as fast as it decodes). The reader is waited for when it is
 /// behind: a few seconds of packets at most.
 pub const PARSED_PACKETS: &str = "appsink name=sink sync=false max-buffers=60 \

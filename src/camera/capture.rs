@@ -1,9 +1,9 @@
 //! Decoding a camera's RTSP stream (or a video file) into I420 frames with GStreamer, with hard open and
 //! read timeouts.
 //!
-//! `rtspsrc` (TCP: UDP loses packets on Wi-Fi) or `filesrc`, then `parsebin` (the camera's codec, H.264
-//! or H.265, in whole access units) and an `appsink` that hands out the packets, which libavcodec
-//! decodes to I420 planes (`decoding::Decoder`). OpenCV's capture could only hand out BGR: the
+//! `rtspsrc` (TCP: UDP loses packets on Wi-Fi) or `filesrc`, then `parsebin` (as far as the camera's
+//! codec), `h264parse` or `h265parse` (whole access units) and an `appsink` that hands out the packets,
+//! which libavcodec decodes to I420 planes (`decoding::Decoder`). OpenCV's capture could only hand out BGR: the
 //! conversion there and back for the encoder cost about as much as detection (docs/PERFORMANCE.md).
 //! Each frame comes with the packets it was decoded from, for the recorder's pre-roll. The password goes
 //! to `rtspsrc` as a property, never in its location, so GStreamer's messages cannot carry it.
