@@ -23,5 +23,7 @@ pub mod shutdown;
 pub mod spool;
 pub mod stream;
 pub mod telemetry;
+#[cfg(test)]
+mod test_videos;
 pub mod upload;
 pub mod webhook;

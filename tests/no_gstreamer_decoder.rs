@@ -50,24 +50,8 @@ fn without_gstreamer_decoders() -> Vec<String> {
         .collect()
 }
 
-fn video(path: &Path, codec: &[&str]) {
-    let status = std::process::Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=64x48:rate=10",
-        ])
-        .args(["-frames:v", "10", "-pix_fmt", "yuv420p"])
-        .args(codec)
-        .arg(path)
-        .status()
-        .expect("ffmpeg (scripts/setup.sh installs it)");
-    assert!(status.success());
-}
+/// The test videos' pictures.
+const SOURCE: &str = "testsrc=size=64x48:rate=10";
 
 fn frames_read(path: &Path) -> usize {
     let mut camera = CameraStream::open_file(path).unwrap();
@@ -79,12 +63,26 @@ fn h264_and_h265_are_read_with_no_gstreamer_decoder_installed() {
     without_gstreamer_decoders();
     let dir = tempfile::tempdir().unwrap();
     let h264 = dir.path().join("h264.mp4");
-    video(&h264, &["-c:v", "libx264"]);
+    support::lavfi_video(
+        &h264,
+        SOURCE,
+        10,
+        &["-c:v", "libx264", "-pix_fmt", "yuv420p"],
+    );
     assert_eq!(frames_read(&h264), 10);
     let h265 = dir.path().join("h265.mp4");
-    video(
+    support::lavfi_video(
         &h265,
-        &["-c:v", "libx265", "-x265-params", "log-level=error"],
+        SOURCE,
+        10,
+        &[
+            "-c:v",
+            "libx265",
+            "-x265-params",
+            "log-level=error",
+            "-pix_fmt",
+            "yuv420p",
+        ],
     );
     assert_eq!(frames_read(&h265), 10);
 }

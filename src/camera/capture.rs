@@ -459,20 +459,7 @@ mod tests {
         gst::init().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mjpeg = dir.path().join("mjpeg.mkv");
-        let status = std::process::Command::new("ffmpeg")
-            .args([
-                "-v",
-                "error",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc=size=64x48:rate=5",
-            ])
-            .args(["-frames:v", "5", "-c:v", "mjpeg"])
-            .arg(&mjpeg)
-            .status()
-            .expect("ffmpeg (scripts/setup.sh installs it)");
-        assert!(status.success());
+        crate::test_videos::lavfi_video(&mjpeg, "testsrc=size=64x48:rate=5", 5, &["-c:v", "mjpeg"]);
         let error = CameraStream::open_file(&mjpeg).err().unwrap().to_string();
         assert!(
             error.contains(

@@ -701,16 +701,9 @@ mod tests {
     /// The same video as `video_of_numbered_frames`, encoded by ffmpeg with `codec` (arguments, which
     /// set the keyframe interval and the GOP structure).
     fn video_of_numbered_frames_by_ffmpeg(path: &std::path::Path, frames: u64, codec: &[&str]) {
-        let status = std::process::Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-            // Frame n: a flat grey of `grey_of(n)`.
-            .arg("color=c=black:s=160x120:r=15,geq=lum='20+2*N':cb=128:cr=128,format=yuv420p")
-            .args(["-frames:v", &frames.to_string()])
-            .args(codec)
-            .arg(path)
-            .status()
-            .expect("ffmpeg (scripts/setup.sh installs it)");
-        assert!(status.success());
+        // Frame n: a flat grey of `grey_of(n)`.
+        let numbered = "color=c=black:s=160x120:r=15,geq=lum='20+2*N':cb=128:cr=128,format=yuv420p";
+        crate::test_videos::lavfi_video(path, numbered, frames, codec);
     }
 
     #[test]

@@ -4,6 +4,12 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
+// The unit tests' video maker, shared: `lavfi_video` (re-exported unused by most test binaries).
+#[path = "../../src/test_videos.rs"]
+mod test_videos;
+#[allow(unused_imports)]
+pub use test_videos::lavfi_video;
+
 use std::collections::HashMap;
 use std::fs;
 use std::io::{BufRead, BufReader};
