@@ -67,6 +67,9 @@ pub struct Decoder {
     decoder: ffmpeg::decoder::Video,
     /// The codec and its parameter sets the decoder was opened with.
     opened_for: (String, Option<gst::Buffer>),
+    /// The caps of the last packet: a packet with these very caps (every packet but one after a change)
+    /// is not compared again.
+    caps: gst::Caps,
     threads: usize,
     /// Pictures decoded and not taken yet (libav takes no packet while it has one to give).
     ready: VecDeque<TimedPicture>,
@@ -105,6 +108,7 @@ impl Decoder {
         Ok(Self {
             decoder,
             opened_for,
+            caps: caps.to_owned(),
             threads,
             ready: VecDeque::new(),
         })
@@ -114,8 +118,11 @@ impl Decoder {
     /// error; the decoder goes on with the next.
     pub fn send(&mut self, packet: &gst::Sample) -> Result<(), DecodeError> {
         let caps = packet.caps().ok_or(DecodeError::Packet("caps"))?;
-        if codec_of(caps) != self.opened_for {
-            *self = Self::open(caps, self.threads)?;
+        if caps.as_ptr() != self.caps.as_ptr() {
+            if codec_of(caps) != self.opened_for {
+                *self = Self::open(caps, self.threads)?;
+            }
+            self.caps = caps.to_owned();
         }
         let buffer = packet.buffer().ok_or(DecodeError::Packet("a buffer"))?;
         let bytes = buffer
@@ -299,7 +306,7 @@ mod tests {
         let mut pictures = Vec::new();
         let mut handle = |decoder: &mut Decoder| {
             while let Some((_, mut image)) = decoder.next_picture() {
-                assert!(image.is_in_decoder_buffer(), "the picture was copied");
+                assert!(image.is_in_decoder_frame(), "the picture was copied");
                 take(&mut image);
                 let buffer = image.into_buffer().unwrap();
                 pictures.push(buffer.map_readable().unwrap().as_slice().to_vec());
@@ -342,7 +349,7 @@ mod tests {
                 let mut planes = image.planes_mut().unwrap();
                 planes.y.set_to_def(&Scalar::all(200.0)).unwrap();
                 drop(planes);
-                assert!(!image.is_in_decoder_buffer());
+                assert!(!image.is_in_decoder_frame());
             }
             index += 1;
         });
@@ -374,7 +381,7 @@ mod tests {
             }
         }
         let mut image = I420Image::from_decoded(frame).unwrap();
-        assert!(image.is_in_decoder_buffer());
+        assert!(image.is_in_decoder_frame());
         assert_eq!(*image.luma().unwrap().at_2d::<u8>(23, 39).unwrap(), 23);
         let planes = image.planes_mut().unwrap();
         assert_eq!(*planes.u.at_2d::<u8>(11, 19).unwrap(), 111);

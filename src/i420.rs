@@ -180,7 +180,7 @@ impl I420Image {
 
     /// Whether the picture is still read in the decoder's frame (not copied).
     #[cfg(test)]
-    pub fn is_in_decoder_buffer(&self) -> bool {
+    pub fn is_in_decoder_frame(&self) -> bool {
         self.decoded.is_some()
     }
 
